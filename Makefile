@@ -1,0 +1,30 @@
+# Two commands: `make run` (demo) and `make test`. The install step re-runs only when
+# pyproject.toml changes (the stamp file tracks it).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: install run test perf clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+run: install
+	$(BIN)/bench run --methods cam --datasets synthetic --profile demo
+	$(BIN)/bench table
+
+test: install
+	$(BIN)/python -m pytest -q
+
+perf: install
+	$(BIN)/bench perf --profile demo
+
+clean:
+	rm -rf $(VENV) results/*/ .pytest_cache

@@ -1,0 +1,185 @@
+"""The ``bench`` command line: run the grid, print the table, list methods, measure speed.
+
+Heavy libraries (torch, timm, ray) are imported inside the commands, so ``bench --help`` is fast.
+Bad input ends in one line on stderr and exit code 2; a failed trial is reported in the summary
+and makes ``bench run`` exit 1 after the rest of the sweep has finished.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from bench.errors import UserError, is_user_error, one_line
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Benchmark CAM methods for facial expression recognition with and without AU alignment.")
+console = Console(stderr=True, soft_wrap=True)
+stdout = Console(highlight=False, soft_wrap=True)
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _seeds(value: str) -> list[int]:
+    try:
+        return [int(v) for v in _split(value)]
+    except ValueError:
+        raise UserError(f"bad --seeds {value!r}: expected integers like 0,1,2") from None
+
+
+@app.command()
+def run(
+    methods: str = typer.Option("cam", help="Comma-separated method names, or 'all'."),
+    datasets: str = typer.Option("synthetic", help="Comma-separated dataset names."),
+    au: str = typer.Option("both", help="AU alignment: off | on | both."),
+    seeds: str = typer.Option("0", help="Comma-separated seeds."),
+    profile: str = typer.Option("demo", help="Profile name (bench/profiles) or a .toml path."),
+    set_: List[str] = typer.Option([], "--set", help="Override a config field: key=value (repeatable)."),
+    executor: str = typer.Option("ray", help="ray | local (in-process, for debugging)."),
+    results_dir: Path = typer.Option(Path("results"), help="Where run folders live."),
+    run_name: Optional[str] = typer.Option(None, help="Run folder name (default: the profile name)."),
+    cpus_per_trial: float = typer.Option(1.0, help="Ray: CPUs per trial."),
+    gpus_per_trial: float = typer.Option(0.0, help="Ray: GPUs per trial (fractional allowed, e.g. 0.5)."),
+    max_concurrent: int = typer.Option(0, help="Ray: most trials at once (0: as resources allow)."),
+    address: Optional[str] = typer.Option(None, help="Ray: join a cluster (auto | ray://host:port)."),
+    share: bool = typer.Option(True, "--share/--no-share", help="Post-hoc extractors reuse the model they train like."),
+) -> None:
+    """Train and evaluate every (method, dataset, AU, seed) cell; finished cells are skipped."""
+    from bench.config import parse_override, resolve
+    from bench.data import dataset_names
+    from bench.executors import LocalExecutor, RayExecutor
+    from bench.spec import expand_grid
+    from bench.store import RunStore
+    from methods import get_method, method_names
+
+    method_list = method_names() if methods.strip() == "all" else _split(methods)
+    for name in method_list:
+        get_method(name)
+    dataset_list = _split(datasets)
+    for name in dataset_list:
+        if name not in dataset_names():
+            raise UserError(f"unknown dataset {name!r}; known datasets: {', '.join(dataset_names())}")
+    modes = {"off": [False], "on": [True], "both": [False, True]}
+    if au not in modes:
+        raise UserError(f"bad --au {au!r}: expected off, on or both")
+    if executor not in ("ray", "local"):
+        raise UserError(f"bad --executor {executor!r}: expected ray or local")
+    overrides = tuple(parse_override(item) for item in set_)
+    config = resolve(profile, list(overrides))
+    for name in method_list:
+        cls = get_method(name)
+        try:
+            cls.make_config(config.methods.get(name, {}))
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"bad options for method {name!r}: {exc}") from None
+    profile_key = profile
+    specs = expand_grid(method_list, dataset_list, modes[au], _seeds(seeds), profile_key, overrides,
+                        config.digest(), share)
+    run_dir = results_dir / (run_name or Path(profile).stem)
+    store = RunStore(run_dir)
+    done = store.finished_ids()
+    todo = [s for s in specs if s.id not in done]
+    console.print(f"run [bold]{run_dir}[/]: {len(specs)} trials, {len(specs) - len(todo)} already finished, "
+                  f"{len(todo)} to run ({executor})")
+    outcomes = []
+    if todo:
+        if executor == "local":
+            runner = LocalExecutor(console)
+        else:
+            runner = RayExecutor(console, cpus_per_trial, gpus_per_trial, max_concurrent, address)
+        outcomes = runner.run(todo, run_dir)
+    failed = [o for o in outcomes if o.status != "ok"]
+    console.print(f"done: {len(outcomes) - len(failed)} trained, {len(specs) - len(todo)} skipped (finished), "
+                  f"{len(failed)} failed")
+    for o in failed:
+        console.print(f"[red]failed[/] {o.spec.label}: {o.error}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def table(
+    run: Optional[str] = typer.Option(None, help="Run folder name (default: the latest run)."),
+    results_dir: Path = typer.Option(Path("results"), help="Where run folders live."),
+    format: str = typer.Option("markdown", help="markdown | latex | csv."),
+    layer: str = typer.Option("layer5", help="Layer whose ATT-COS is shown."),
+) -> None:
+    """Print the comparison table of a run."""
+    from bench.store import RunStore, run_dirs
+    from bench.table import RENDERERS, build_table
+    from methods import method_names
+
+    if format not in RENDERERS:
+        raise UserError(f"bad --format {format!r}: expected {', '.join(RENDERERS)}")
+    if run is None:
+        runs = run_dirs(results_dir)
+        if not runs:
+            raise UserError(f"no runs under {results_dir}/; start one with: bench run --methods cam --datasets synthetic")
+        run_dir = runs[-1]
+    else:
+        run_dir = results_dir / run
+        if not (run_dir / "trials").is_dir():
+            raise UserError(f"no run {run!r} under {results_dir}/ (runs: {', '.join(p.name for p in run_dirs(results_dir)) or 'none'})")
+    frame = RunStore(run_dir).frame()
+    result = build_table(frame, layer, method_names())
+    if format == "markdown":
+        console.print(f"run [bold]{run_dir}[/]")
+    sys.stdout.write(RENDERERS[format](result))
+
+
+@app.command()
+def methods() -> None:
+    """List the registered methods with their family and defaults."""
+    from rich.table import Table as RichTable
+
+    from methods import all_methods
+
+    t = RichTable(title="registered methods")
+    for col in ("name", "title", "family", "trains like", "alignment layers", "defaults"):
+        t.add_column(col)
+    for name, cls in all_methods().items():
+        defaults = ", ".join(f"{k}={v}" for k, v in cls.defaults().items()) or "-"
+        t.add_row(name, cls.title, cls.family, cls.trains_like or "-", ",".join(cls.alignment_layers), defaults)
+    stdout.print(t)
+
+
+@app.command()
+def perf(
+    profile: str = typer.Option("demo", help="Profile whose model, image size and batch are measured."),
+    method: str = typer.Option("cam", help="Method to measure."),
+    steps: int = typer.Option(20, help="Timed steps per variant (after warm-up)."),
+    set_: List[str] = typer.Option([], "--set", help="Override a config field: key=value."),
+) -> None:
+    """Speed ratios against a bare PyTorch loop, on the same model and batch."""
+    from bench.config import parse_override, resolve
+    from bench.perf import measure, render
+
+    config = resolve(profile, [parse_override(s) for s in set_])
+    stdout.print(render(measure(config, method, steps)))
+
+
+def main() -> None:
+    import click
+
+    try:
+        code = app(standalone_mode=False)
+    except click.ClickException as exc:   # usage errors: bad option, missing value
+        exc.show()
+        sys.exit(2)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
+        console.print(f"[red]error:[/] {one_line(exc)}", highlight=False)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Executors run trial specs: Ray Tune (default) or in-process (``--executor local``, for debugging).
+
+Both call ``execute_trial``, which wraps ``bench.train.run_trial`` so that a trial that raises is
+recorded as failed (with its error) and the sweep goes on.
+"""
+from __future__ import annotations
+
+import os
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bench.errors import UserError
+from bench.spec import TrialSpec
+from bench.store import RunStore
+
+# Quiet, local-friendly Ray defaults (all overridable from the environment).
+RAY_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "RAY_DEDUP_LOGS": "0",
+    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1",   # CPU-only trials must not see the GPUs
+    "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"),
+}
+
+
+@dataclass
+class TrialOutcome:
+    spec: TrialSpec
+    status: str          # ok | failed
+    error: str | None = None
+
+
+def execute_trial(spec: TrialSpec, run_dir: str, reporter: Callable[[dict], None] | None = None,
+                  reraise: bool = False) -> TrialOutcome:
+    """Run one trial; on failure write a failed record with the error instead of stopping the sweep."""
+    from bench.train import run_trial  # heavy imports stay out of CLI start-up
+
+    store = RunStore(run_dir)
+    try:
+        run_trial(spec, store, reporter)
+        return TrialOutcome(spec, "ok")
+    except Exception as exc:  # noqa: BLE001 - any trial error is recorded, the sweep goes on
+        error = f"{type(exc).__name__}: {exc}"
+        store.write(spec, "failed", [], error=error + "\n" + traceback.format_exc(limit=8))
+        if reraise:
+            raise
+        return TrialOutcome(spec, "failed", error)
+
+
+@dataclass
+class LocalExecutor:
+    """Trials one after another in this process, with a rich progress bar."""
+
+    console: Console
+
+    def run(self, specs: list[TrialSpec], run_dir: Path) -> list[TrialOutcome]:
+        outcomes = []
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[status]}"), TimeElapsedColumn())
+        with Progress(*columns, console=self.console, transient=False) as progress:
+            sweep = progress.add_task("trials", total=len(specs), status="")
+            for spec in specs:
+                epochs = progress.add_task(spec.label, total=None, status="starting")
+
+                def report(metrics: dict[str, Any], task=epochs) -> None:
+                    progress.update(task, total=metrics["epochs"], completed=metrics["epoch"],
+                                    status=f"loss {metrics['train_loss']:.3f}  best CL {metrics['best_cl']:.1f}")
+
+                outcome = execute_trial(spec, str(run_dir), report)
+                progress.update(epochs, status=outcome.status if outcome.status == "ok" else "[red]failed")
+                progress.advance(sweep)
+                outcomes.append(outcome)
+        return outcomes
+
+
+@dataclass
+class RayExecutor:
+    """Every spec is one Ray Tune trial (``tune.Tuner`` + ``tune.with_resources``)."""
+
+    console: Console
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int = 0
+    address: str | None = None
+    max_failures: int = 0
+
+    def run(self, specs: list[TrialSpec], run_dir: Path) -> list[TrialOutcome]:
+        for key, value in RAY_ENV.items():
+            os.environ.setdefault(key, value)
+        import ray
+        from ray import tune
+
+        if not ray.is_initialized():
+            init: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                    "logging_level": "warning", "configure_logging": True}
+            if self.address:
+                init["address"] = self.address
+            else:
+                init["num_cpus"] = os.cpu_count()
+            ray.init(**init)
+        available_gpus = ray.cluster_resources().get("GPU", 0)
+        if self.gpus_per_trial > 0 and available_gpus < self.gpus_per_trial:
+            raise UserError(
+                f"--gpus-per-trial {self.gpus_per_trial} but the Ray cluster has {available_gpus:g} GPUs; "
+                "use --gpus-per-trial 0 on CPU machines (Ray would leave the trials pending forever)"
+            )
+        trainable = tune.with_resources(_ray_trainable, {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial})
+        progress = _RayProgress(self.console, len(specs))
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"spec": tune.grid_search([s.to_dict() for s in specs]), "run_dir": str(run_dir),
+                         "threads": max(1, int(self.cpus_per_trial))},
+            tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=self.max_concurrent or None),
+            run_config=tune.RunConfig(
+                storage_path=str((run_dir / "ray").resolve()), name="tune", verbose=0,
+                failure_config=tune.FailureConfig(max_failures=self.max_failures),
+                callbacks=[progress.callback()],
+            ),
+        )
+        with progress:
+            tuner.fit()
+        store = RunStore(run_dir)
+        by_id = {r["id"]: r for r in store.records()}
+        outcomes = []
+        for spec in specs:
+            record = by_id.get(spec.id)
+            if record is None:
+                outcomes.append(TrialOutcome(spec, "failed", "the trial wrote no result (worker lost?)"))
+            else:
+                outcomes.append(TrialOutcome(spec, record["status"], (record.get("error") or "").split("\n")[0] or None))
+        return outcomes
+
+
+def _ray_trainable(config: dict) -> None:
+    """The Ray Tune function trainable: one spec, metrics reported every epoch."""
+    import torch
+    from ray import tune
+
+    torch.set_num_threads(config["threads"])
+    spec = TrialSpec.from_dict(config["spec"])
+    execute_trial(spec, config["run_dir"], reporter=lambda m: tune.report(m), reraise=True)
+
+
+class _RayProgress:
+    """A rich progress bar fed by a Tune callback in the driver.
+
+    Tune pickles its run config (callbacks included) into the experiment folder, and a rich
+    Progress holds locks, so the callback finds the live bar through a module global instead.
+    """
+
+    active: "_RayProgress | None" = None
+
+    def __init__(self, console: Console, total: int):
+        self.progress = Progress(TextColumn("[bold]ray trials"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console)
+        self.task = self.progress.add_task("trials", total=total, status="")
+
+    def __enter__(self):
+        _RayProgress.active = self
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        _RayProgress.active = None
+        return self.progress.__exit__(*exc)
+
+    def callback(self):
+        from ray.tune import Callback
+
+        class ProgressCallback(Callback):
+            def on_trial_result(self, iteration, trials, trial, result, **info):
+                bar = _RayProgress.active
+                if bar is not None:
+                    running = sum(1 for t in trials if t.status == "RUNNING")
+                    bar.progress.update(bar.task, status=f"{running} running; {trial.trial_id} at epoch "
+                                                         f"{result.get('epoch')}/{result.get('epochs')}")
+
+            def on_trial_complete(self, iteration, trials, trial, **info):
+                if _RayProgress.active is not None:
+                    _RayProgress.active.progress.advance(_RayProgress.active.task)
+
+            def on_trial_error(self, iteration, trials, trial, **info):
+                if _RayProgress.active is not None:
+                    _RayProgress.active.progress.advance(_RayProgress.active.task)
+
+        return ProgressCallback()

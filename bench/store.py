@@ -1,0 +1,100 @@
+"""Result store: one JSON file per trial, written atomically; polars reads them back.
+
+Layout: ``<results>/<run>/trials/<spec id>.json`` with the spec, status (ok | failed), error,
+result rows (one per evaluated method), timings and provenance. A file is written to a temporary
+name in the same folder and renamed, so a reader never sees half a file and nothing finished is
+lost if the process dies. Unreadable files are reported and ignored (their trial reruns).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from bench.spec import TrialSpec
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunStore:
+    def __init__(self, run_dir: Path | str):
+        self.run_dir = Path(run_dir)
+        self.trials_dir = self.run_dir / "trials"
+        self.checkpoint_dir = self.run_dir / "checkpoints"
+
+    def trial_path(self, spec_id: str) -> Path:
+        return self.trials_dir / f"{spec_id}.json"
+
+    def checkpoint_path(self, spec_id: str) -> Path:
+        return self.checkpoint_dir / f"{spec_id}.pt"
+
+    def write(self, spec: TrialSpec, status: str, rows: list[dict[str, Any]], *, error: str | None = None,
+              timings: dict[str, float] | None = None, provenance: dict[str, Any] | None = None,
+              history: list[dict[str, Any]] | None = None) -> Path:
+        record = {
+            "id": spec.id, "spec": spec.to_dict(), "status": status, "error": error,
+            "rows": rows, "timings": timings or {}, "provenance": provenance or {},
+            "history": history or [],
+        }
+        path = self.trial_path(spec.id)
+        atomic_write_text(path, json.dumps(record, indent=1, default=str))
+        return path
+
+    def records(self) -> list[dict[str, Any]]:
+        out = []
+        for path in sorted(self.trials_dir.glob("*.json")):
+            try:
+                record = json.loads(path.read_text())
+                if not isinstance(record, dict) or "status" not in record:
+                    raise ValueError("not a trial record")
+            except (OSError, ValueError) as exc:
+                warnings.warn(f"ignoring unreadable result file {path} ({exc}); its trial will rerun")
+                continue
+            out.append(record)
+        return out
+
+    def finished_ids(self) -> set[str]:
+        """Trials that completed successfully (failed ones are retried on the next run)."""
+        return {r["id"] for r in self.records() if r["status"] == "ok"}
+
+    def frame(self) -> pl.DataFrame:
+        """One row per (trial, evaluated method); failed trials give one row with status=failed."""
+        rows = []
+        for record in self.records():
+            spec = record["spec"]
+            base = {"run": self.run_dir.name, "trial_id": record["id"], "status": record["status"],
+                    "error": record.get("error"), "dataset": spec["dataset"], "au": spec["au"],
+                    "seed": spec["seed"], "profile": spec["profile"], "train_method": spec["method"]}
+            if record["status"] == "ok":
+                for row in record["rows"]:
+                    rows.append({**base, **{k: v for k, v in row.items() if not isinstance(v, (dict, list))}})
+            else:
+                for method in spec["evaluate"]:
+                    rows.append({**base, "method": method})
+        if not rows:
+            return pl.DataFrame()
+        return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def run_dirs(results_dir: Path | str) -> list[Path]:
+    """Run folders under ``results_dir`` that hold trials, oldest first by last change."""
+    root = Path(results_dir)
+    runs = [p for p in root.iterdir() if (p / "trials").is_dir()] if root.is_dir() else []
+    return sorted(runs, key=lambda p: (p / "trials").stat().st_mtime)

@@ -1,0 +1,114 @@
+"""End to end through the real ``bench`` entry point (subprocesses), on the smoke profile."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = [sys.executable, "-c", "from bench.cli import main; main()"]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+
+
+def bench(*args, cwd=None):
+    return subprocess.run([*BENCH, *args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    first = bench("run", "--methods", "cam", "--datasets", "synthetic", "--profile", "smoke",
+                  "--executor", "local", "--results-dir", str(results))
+    return results, first
+
+
+def test_local_run_writes_one_row_per_trial(local_run):
+    results, first = local_run
+    assert first.returncode == 0, first.stderr
+    files = sorted((results / "smoke" / "trials").glob("*.json"))
+    assert len(files) == 2
+    records = [json.loads(f.read_text()) for f in files]
+    assert {r["spec"]["au"] for r in records} == {False, True}
+    for r in records:
+        assert r["status"] == "ok"
+        row = r["rows"][0]
+        assert row["method"] == "cam" and 0 <= row["cl"] <= 100
+        assert -1 <= row["att_cos_layer5"] <= 1 and -1 <= row["cam_cos"] <= 1
+        assert len(r["history"]) == 2
+        assert r["provenance"]["versions"]["torch"]
+    assert not list((results / "smoke" / "checkpoints").glob("*.pt"))
+
+
+def test_rerun_skips_finished_trials(local_run):
+    results, _ = local_run
+    before = {f: f.stat().st_mtime_ns for f in (results / "smoke" / "trials").glob("*.json")}
+    again = bench("run", "--methods", "cam", "--profile", "smoke", "--executor", "local",
+                  "--results-dir", str(results))
+    assert again.returncode == 0
+    assert "2 already finished, 0 to run" in again.stderr
+    assert {f: f.stat().st_mtime_ns for f in before} == before
+
+
+def test_table_formats_agree(local_run):
+    results, _ = local_run
+    md = bench("table", "--results-dir", str(results))
+    tex = bench("table", "--results-dir", str(results), "--format", "latex")
+    csv = bench("table", "--results-dir", str(results), "--format", "csv")
+    assert md.returncode == tex.returncode == csv.returncode == 0
+    cam_md = next(line for line in md.stdout.splitlines() if line.startswith("| CAM |"))
+    numbers = [c.strip() for c in cam_md.strip("|").split("|")[1:]]
+    cam_tex = next(line for line in tex.stdout.splitlines() if line.startswith("CAM &"))
+    assert [c.strip() for c in cam_tex.rstrip("\\ ").split("&")[1:]] == numbers
+    csv_cells = [line.split(",")[5:7] for line in csv.stdout.splitlines()[1:]]
+    assert [v for pair in csv_cells for v in pair] == numbers
+
+
+def test_bad_set_exits_2_with_one_line(tmp_path):
+    out = bench("run", "--set", "train.epochz=3", "--results-dir", str(tmp_path))
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0
+    assert "unknown option train.epochz" in out.stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("run", "--methods", "nosuch"), "unknown method 'nosuch'; known methods: cam"),
+    (("run", "--datasets", "nosuch"), "unknown dataset 'nosuch'"),
+    (("run", "--au", "maybe"), "bad --au"),
+    (("run", "--set", "train.epochs"), "expected key=value"),
+    (("table", "--format", "pdf"), "bad --format"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, args, needle):
+    out = bench(*args, "--results-dir", str(tmp_path))
+    assert out.returncode == 2, out.stderr
+    assert needle in out.stderr and out.stderr.strip().count("\n") == 0
+
+
+def test_table_without_runs(tmp_path):
+    out = bench("table", "--results-dir", str(tmp_path))
+    assert out.returncode == 2 and "no runs under" in out.stderr
+
+
+def test_methods_lists_cam():
+    out = bench("methods")
+    assert out.returncode == 0 and "cam" in out.stdout and "cnn" in out.stdout
+
+
+def test_ray_run(tmp_path):
+    out = bench("run", "--methods", "cam", "--datasets", "synthetic", "--profile", "smoke", "--au", "both",
+                "--executor", "ray", "--cpus-per-trial", "1", "--results-dir", str(tmp_path),
+                "--set", "train.epochs=1")
+    assert out.returncode == 0, out.stderr[-3000:]
+    records = [json.loads(f.read_text()) for f in (tmp_path / "smoke" / "trials").glob("*.json")]
+    assert len(records) == 2 and all(r["status"] == "ok" for r in records)
+    assert (tmp_path / "smoke" / "ray" / "tune").is_dir()
+
+
+def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
+    # A backbone that cannot exist fails inside the trial, after the grid was expanded.
+    out = bench("run", "--methods", "cam", "--profile", "smoke", "--executor", "local", "--au", "both",
+                "--results-dir", str(tmp_path), "--set", "model.backbone=resnet999")
+    assert out.returncode == 1
+    assert "2 failed" in out.stderr
+    records = [json.loads(f.read_text()) for f in (tmp_path / "smoke" / "trials").glob("*.json")]
+    assert len(records) == 2 and all(r["status"] == "failed" and "resnet999" in r["error"] for r in records)

@@ -1,0 +1,42 @@
+import pytest
+
+from bench.config import parse_override, resolve
+from bench.errors import UserError
+
+
+def test_override_values_are_toml_literals():
+    assert parse_override("train.lr=0.01") == ("train.lr", 0.01)
+    assert parse_override("model.pretrained=false") == ("model.pretrained", False)
+    assert parse_override("model.backbone=resnet50") == ("model.backbone", "resnet50")
+    assert parse_override("au.layers=[\"layer4\",\"layer5\"]") == ("au.layers", ["layer4", "layer5"])
+
+
+def test_resolve_applies_overrides_with_types():
+    cfg = resolve("smoke", [("train.epochs", 3), ("au.layers", "layer4,layer5"), ("train.lr", 1)])
+    assert cfg.train.epochs == 3 and cfg.au.layers == ("layer4", "layer5") and cfg.train.lr == 1.0
+
+
+@pytest.mark.parametrize("item,match", [
+    ("train.epochz=3", "unknown option train.epochz"),
+    ("bogus.x=1", "unknown config section 'bogus'"),
+    ("train.epochs=abc", "bad value 'abc' for train.epochs"),
+    ("model.pretrained=3", "bad value 3 for model.pretrained"),
+])
+def test_bad_overrides_are_user_errors(item, match):
+    with pytest.raises(UserError, match=match):
+        resolve("smoke", [parse_override(item)])
+
+
+def test_missing_equals_sign():
+    with pytest.raises(UserError, match="expected key=value"):
+        parse_override("train.epochs")
+
+
+def test_unknown_profile():
+    with pytest.raises(UserError, match="known: demo, paper, smoke"):
+        resolve("nope")
+
+
+def test_digest_changes_with_config():
+    assert resolve("smoke").digest() != resolve("smoke", [("train.epochs", 9)]).digest()
+    assert resolve("smoke").digest() == resolve("smoke").digest()

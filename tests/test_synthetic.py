@@ -1,0 +1,40 @@
+import numpy as np
+
+from bench.data.synthetic import SyntheticOptions, generate
+
+
+def test_deterministic_by_seed_and_balanced():
+    opts = SyntheticOptions(image_size=32)
+    a, b = generate("train", 21, 3, opts), generate("train", 21, 3, opts)
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.landmarks, b.landmarks)
+    c = generate("train", 21, 4, opts)
+    assert not np.array_equal(a.images, c.images)
+    assert np.bincount(a.labels, minlength=7).tolist() == [3] * 7
+    assert a.images.shape == (21, 32, 32, 3) and a.images.dtype == np.uint8
+    assert a.landmarks.shape == (21, 68, 2)
+
+
+def test_landmarks_lie_in_the_frame():
+    arr = generate("test", 70, 0, SyntheticOptions(image_size=64))
+    assert (arr.landmarks >= -2).all() and (arr.landmarks <= 66).all()
+
+
+def test_expressions_move_landmarks_as_their_aus_do():
+    arr = generate("test", 700, 1, SyntheticOptions(image_size=64))
+    lm, y = arr.landmarks, arr.labels
+    iod = np.linalg.norm(lm[:, 36:42].mean(1) - lm[:, 42:48].mean(1), axis=1)
+    mouth_open = (lm[:, 66, 1] - lm[:, 62, 1]) / iod            # AU25/26/27
+    brow_height = (lm[:, 37, 1] - lm[:, 19, 1]) / iod            # AU1/2 raise, AU4 lowers
+    corners = ((lm[:, 48, 1] + lm[:, 54, 1]) / 2 - lm[:, 51, 1]) / iod   # AU12 up, AU15 down
+    neutral, happy, surprise, sad = (y == 0), (y == 1), (y == 2), (y == 6)
+    assert mouth_open[surprise].mean() > mouth_open[neutral].mean() + 0.1
+    assert brow_height[surprise].mean() > brow_height[neutral].mean() + 0.03
+    assert corners[happy].mean() < corners[neutral].mean() - 0.05
+    assert corners[sad].mean() > corners[neutral].mean() + 0.03
+
+
+def test_shortcut_patch_only_in_train():
+    opts = SyntheticOptions(image_size=32, shortcut=1.0)
+    plain = SyntheticOptions(image_size=32, shortcut=0.0)
+    assert not np.array_equal(generate("train", 14, 0, opts).images, generate("train", 14, 0, plain).images)
+    assert np.array_equal(generate("test", 14, 0, opts).images, generate("test", 14, 0, plain).images)
