@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(BIN)/bench run --methods cam --datasets synthetic --profile demo
+	$(BIN)/bench run --methods all --datasets synthetic --profile demo
 	$(BIN)/bench table
 
 test: install

@@ -46,8 +46,9 @@ def render_au_maps(
         of ``image_size`` = (H, W); NaN/inf marks a face without landmarks.
     labels: (B,) class indices in the canonical order.
     Returns maps (B, h, w) in [0, 1] and valid (B,) bool. A sample is invalid (and its map all
-    zero) when its class has no AU (Neutral), its landmarks are not finite, or none of its regions
-    reaches inside the frame.
+    zero) when its class has no AU (Neutral, or a class the codebook does not list, such as
+    AffectNet's optional Contempt), its landmarks are not finite, or none of its regions reaches
+    inside the frame.
     """
     H, W = image_size
     h, w = out_size
@@ -57,7 +58,9 @@ def render_au_maps(
     lm = torch.where(finite[:, None, None], landmarks, torch.zeros_like(landmarks)).float()
     scale = inter_ocular_distance(lm).clamp_min(1e-3)
     ellipses = au_ellipses(lm, scale)                                   # (B, R, 4)
-    active = class_region_mask(codebook, device)[labels]                # (B, R)
+    mask = class_region_mask(codebook, device)
+    known = labels < mask.shape[0]          # classes beyond the codebook (AffectNet's Contempt) have no AUs
+    active = mask[labels.clamp_max(mask.shape[0] - 1)] & known[:, None]  # (B, R)
 
     # Output pixel centres in input-image pixel coordinates.
     ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * (H / h) - 0.5

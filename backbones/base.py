@@ -26,5 +26,9 @@ class Backbone(nn.Module):
     def last(self) -> str:
         return self.layer_names[-1]
 
+    def layer_module(self, name: str) -> nn.Module:
+        """The module whose output is the named map (for hooks: post-hoc CAMs, ADL)."""
+        raise NotImplementedError
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError

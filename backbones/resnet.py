@@ -72,6 +72,12 @@ class ResNetFeatures(Backbone):
             self.channels[f"layer{i + 2}"] = last_bn.num_features
         self.large_maps = large_maps
 
+    def layer_module(self, name: str) -> nn.Module:
+        modules = {"layer1": self.stem, **{f"layer{i + 2}": stage for i, stage in enumerate(self.stages)}}
+        if name not in modules:
+            raise ValueError(f"unknown layer {name!r}; ResNet layers: {', '.join(modules)}")
+        return modules[name]
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out = {}
         x = self.stem(x)

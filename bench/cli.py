@@ -39,7 +39,9 @@ def run(
     au: str = typer.Option("both", help="AU alignment: off | on | both."),
     seeds: str = typer.Option("0", help="Comma-separated seeds."),
     profile: str = typer.Option("demo", help="Profile name (bench/profiles) or a .toml path."),
+    data_root: Optional[Path] = typer.Option(None, help="Dataset root (sets data.root; default $BENCH_DATA)."),
     set_: List[str] = typer.Option([], "--set", help="Override a config field: key=value (repeatable)."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file of overrides (e.g. bench tune's best.toml); --set wins."),
     executor: str = typer.Option("ray", help="ray | local (in-process, for debugging)."),
     results_dir: Path = typer.Option(Path("results"), help="Where run folders live."),
     run_name: Optional[str] = typer.Option(None, help="Run folder name (default: the profile name)."),
@@ -47,6 +49,7 @@ def run(
     gpus_per_trial: float = typer.Option(0.0, help="Ray: GPUs per trial (fractional allowed, e.g. 0.5)."),
     max_concurrent: int = typer.Option(0, help="Ray: most trials at once (0: as resources allow)."),
     address: Optional[str] = typer.Option(None, help="Ray: join a cluster (auto | ray://host:port)."),
+    max_failures: int = typer.Option(0, help="Ray: retry a failing trial this many times (it resumes from its checkpoint)."),
     share: bool = typer.Option(True, "--share/--no-share", help="Post-hoc extractors reuse the model they train like."),
 ) -> None:
     """Train and evaluate every (method, dataset, AU, seed) cell; finished cells are skipped."""
@@ -69,15 +72,25 @@ def run(
         raise UserError(f"bad --au {au!r}: expected off, on or both")
     if executor not in ("ray", "local"):
         raise UserError(f"bad --executor {executor!r}: expected ray or local")
-    overrides = tuple(parse_override(item) for item in set_)
+    from bench.tune import config_overrides
+
+    file_overrides = config_overrides(config_file) if config_file is not None else []
+    overrides = tuple(file_overrides) + tuple(parse_override(item) for item in set_)
+    if data_root is not None:   # absolute: Ray workers run in other folders
+        overrides += (("data.root", str(data_root.resolve())),)
     config = resolve(profile, list(overrides))
+    from bench.data.cache import preflight
+
+    for name in dataset_list:   # missing data, bad layout, no landmarks: one line before any trial
+        preflight(name, config.data)
     for name in method_list:
         cls = get_method(name)
         try:
             cls.make_config(config.methods.get(name, {}))
         except (TypeError, ValueError) as exc:
             raise UserError(f"bad options for method {name!r}: {exc}") from None
-    profile_key = profile
+    # A profile given as a file travels to workers as an absolute path (Tune changes their cwd).
+    profile_key = str(Path(profile).resolve()) if profile.endswith(".toml") else profile
     specs = expand_grid(method_list, dataset_list, modes[au], _seeds(seeds), profile_key, overrides,
                         config.digest(), share)
     run_dir = results_dir / (run_name or Path(profile).stem)
@@ -91,7 +104,7 @@ def run(
         if executor == "local":
             runner = LocalExecutor(console)
         else:
-            runner = RayExecutor(console, cpus_per_trial, gpus_per_trial, max_concurrent, address)
+            runner = RayExecutor(console, cpus_per_trial, gpus_per_trial, max_concurrent, address, max_failures)
         outcomes = runner.run(todo, run_dir)
     failed = [o for o in outcomes if o.status != "ok"]
     console.print(f"done: {len(outcomes) - len(failed)} trained, {len(specs) - len(todo)} skipped (finished), "
@@ -100,36 +113,6 @@ def run(
         console.print(f"[red]failed[/] {o.spec.label}: {o.error}")
     if failed:
         raise typer.Exit(1)
-
-
-@app.command()
-def table(
-    run: Optional[str] = typer.Option(None, help="Run folder name (default: the latest run)."),
-    results_dir: Path = typer.Option(Path("results"), help="Where run folders live."),
-    format: str = typer.Option("markdown", help="markdown | latex | csv."),
-    layer: str = typer.Option("layer5", help="Layer whose ATT-COS is shown."),
-) -> None:
-    """Print the comparison table of a run."""
-    from bench.store import RunStore, run_dirs
-    from bench.table import RENDERERS, build_table
-    from methods import method_names
-
-    if format not in RENDERERS:
-        raise UserError(f"bad --format {format!r}: expected {', '.join(RENDERERS)}")
-    if run is None:
-        runs = run_dirs(results_dir)
-        if not runs:
-            raise UserError(f"no runs under {results_dir}/; start one with: bench run --methods cam --datasets synthetic")
-        run_dir = runs[-1]
-    else:
-        run_dir = results_dir / run
-        if not (run_dir / "trials").is_dir():
-            raise UserError(f"no run {run!r} under {results_dir}/ (runs: {', '.join(p.name for p in run_dirs(results_dir)) or 'none'})")
-    frame = RunStore(run_dir).frame()
-    result = build_table(frame, layer, method_names())
-    if format == "markdown":
-        console.print(f"run [bold]{run_dir}[/]")
-    sys.stdout.write(RENDERERS[format](result))
 
 
 @app.command()
@@ -153,6 +136,7 @@ def perf(
     profile: str = typer.Option("demo", help="Profile whose model, image size and batch are measured."),
     method: str = typer.Option("cam", help="Method to measure."),
     steps: int = typer.Option(20, help="Timed steps per variant (after warm-up)."),
+    extractor: str = typer.Option("gradcam", help="CAM extractor for the evaluation measurement ('' to skip)."),
     set_: List[str] = typer.Option([], "--set", help="Override a config field: key=value."),
 ) -> None:
     """Speed ratios against a bare PyTorch loop, on the same model and batch."""
@@ -160,7 +144,20 @@ def perf(
     from bench.perf import measure, render
 
     config = resolve(profile, [parse_override(s) for s in set_])
-    stdout.print(render(measure(config, method, steps)))
+    stdout.print(render(measure(config, method, steps, extractor or None)))
+
+
+def _register_commands() -> None:
+    """Commands that live in their own modules (one concern per file)."""
+    from bench import cli_landmarks, cli_plugins, cli_report, cli_tune
+
+    cli_landmarks.register(app)
+    cli_report.register(app)
+    cli_plugins.register(app)
+    cli_tune.register(app)
+
+
+_register_commands()
 
 
 def main() -> None:

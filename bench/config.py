@@ -28,6 +28,12 @@ class DataConfig:
     test_size: int = 280
     shortcut: float = 0.0         # synthetic: P(train image carries the class-coloured patch)
     root: str = ""                # real datasets: data root (or $BENCH_DATA)
+    val_fraction: float = 0.1     # real datasets: share of train held out for model selection
+    test_fraction: float = 0.2    # folder datasets without a test/ folder: share held out for test
+    max_skipped: float = 0.01     # real datasets: most unreadable images per split before stopping
+    landmarks: str = "auto"       # auto | dataset | dlib | face-alignment | none (source of 68 points)
+    contempt: bool = False        # affectnet/folder: keep Contempt as an 8th class
+    rafdb_images: str = "aligned"  # rafdb: aligned (100 px) | original (cropped from the boxes + 30%)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,10 @@ classes (Neutral and images without a valid map are skipped). ATT-COS upsamples 
 align_corners) and shifts it by −min when it has negative values; CAM-COS upsamples the true-class
 CAM (bilinear) and min-max normalises it at image resolution. Everything accumulates on the
 device; the only host transfer is at the end.
+
+When asked (``maps=``), the same pass also keeps what Fig. 1 of the paper plots: per class, the
+average layer attention, CAM and AU map at a small fixed resolution (``MAP_SIZE``), plus a few
+gallery faces with their maps, so figures never need a second pass over the test set.
 """
 from __future__ import annotations
 
@@ -119,6 +123,132 @@ def _f(v: float) -> float | None:
     return None if np.isnan(v) else float(v)
 
 
+MAP_SIZE = 56          # side of the maps kept for figures: small, fixed, so every trial is comparable
+GALLERY_SIZE = 6       # gallery faces per trial: the first test face of each non-neutral class
+
+
+def minmax(maps: torch.Tensor) -> torch.Tensor:
+    """Per-sample min-max to [0, 1], so every face weighs the same in a class average."""
+    low = maps.flatten(1).amin(1)[:, None, None]
+    high = maps.flatten(1).amax(1)[:, None, None]
+    return torch.nan_to_num((maps - low) / (high - low).clamp_min(1e-8), nan=0.0, posinf=1.0, neginf=0.0)
+
+
+@dataclass
+class MapAverager:
+    """Per-class sums (C, S, S) and counts of per-sample maps, on the device."""
+
+    num_classes: int
+    size: int
+    device: torch.device
+    sums: torch.Tensor = field(init=False)
+    counts: torch.Tensor = field(init=False)
+
+    def __post_init__(self):
+        self.sums = torch.zeros(self.num_classes, self.size, self.size, device=self.device)
+        self.counts = torch.zeros(self.num_classes, device=self.device, dtype=torch.float64)
+
+    def add(self, maps: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor | None = None) -> None:
+        weight = torch.ones_like(labels, dtype=torch.float32) if keep is None else keep.float()
+        self.sums.index_add_(0, labels, maps.float() * weight[:, None, None])
+        self.counts.index_add_(0, labels, weight.double())
+
+    def mean(self) -> np.ndarray:
+        """(C, S, S) float32; NaN for classes without samples."""
+        sums, counts = self.sums.cpu().numpy(), self.counts.cpu().numpy()
+        out = np.full(sums.shape, np.nan, dtype=np.float32)
+        has = counts > 0
+        out[has] = sums[has] / counts[has][:, None, None]
+        return out
+
+
+def pick_gallery(labels: torch.Tensor, landmarks: torch.Tensor, k: int = GALLERY_SIZE) -> list[int]:
+    """Host-side choice of gallery faces: the first test face with landmarks of each non-neutral class."""
+    labels = labels.cpu()
+    has_face = torch.isfinite(landmarks.cpu().flatten(1)).all(1)
+    picked = []
+    for c in sorted(set(labels.tolist()) - {NEUTRAL}):
+        hits = torch.nonzero((labels == c) & has_face).flatten()
+        if len(hits):
+            picked.append(int(hits[0]))
+    return picked[:k]
+
+
+class FigureMaps:
+    """Everything Fig. 1 needs, filled batch by batch during ``evaluate`` (all on the device)."""
+
+    def __init__(self, num_classes: int, size: int, device: torch.device, gallery: list[int]):
+        self.num_classes, self.size, self.device, self.gallery = num_classes, size, device, gallery
+        self.au = MapAverager(num_classes, size, device)
+        self.att: dict[str, dict[str, MapAverager]] = {}
+        self.cam: dict[str, MapAverager] = {}
+        k = len(gallery)
+        self.gallery_au = torch.zeros(k, size, size, device=device)
+        self.gallery_att: dict[str, torch.Tensor] = {}
+        self.gallery_cam: dict[str, torch.Tensor] = {}
+
+    def _slots(self, sl: slice) -> tuple[torch.Tensor, torch.Tensor] | None:
+        pairs = [(slot, i - sl.start) for slot, i in enumerate(self.gallery) if sl.start <= i < sl.stop]
+        if not pairs:
+            return None
+        slots, local = zip(*pairs)
+        return (torch.tensor(slots, device=self.device), torch.tensor(local, device=self.device))
+
+    def add_au(self, sl: slice, au_maps: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> None:
+        self.au.add(au_maps, labels, valid)
+        if (hit := self._slots(sl)) is not None:
+            self.gallery_au.index_copy_(0, hit[0], au_maps[hit[1]].float())
+
+    def add_method(self, name: str, sl: slice, labels: torch.Tensor, cam: torch.Tensor | None,
+                   features: dict[str, torch.Tensor], layers: Sequence[str]) -> None:
+        S, k = (self.size, self.size), len(self.gallery)
+        if name not in self.att:
+            self.att[name] = {layer: MapAverager(self.num_classes, self.size, self.device) for layer in layers}
+            self.gallery_att[name] = torch.zeros(k, len(layers), *S, device=self.device)
+            if cam is not None:
+                self.cam[name] = MapAverager(self.num_classes, self.size, self.device)
+                self.gallery_cam[name] = torch.zeros(k, *S, device=self.device)
+        hit = self._slots(sl)
+        atts = []
+        for layer in layers:
+            att = minmax(attention_for_metric(features[layer], S))
+            self.att[name][layer].add(att, labels)
+            atts.append(att)
+        if hit is not None and atts:
+            self.gallery_att[name].index_copy_(0, hit[0], torch.stack(atts, 1)[hit[1]])
+        if cam is not None and name in self.cam:
+            cam_s = normalise_cam(cam, S)
+            self.cam[name].add(cam_s, labels)
+            if hit is not None:
+                self.gallery_cam[name].index_copy_(0, hit[0], cam_s[hit[1]])
+
+    def arrays(self, images: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Flat name -> array mapping (one host transfer); per-method keys are ``<method>.<what>``.
+
+        ``*_mean`` are (C, S, S) class averages (``att_mean`` is (L, C, S, S) over ``<method>.layers``),
+        NaN for classes without samples; ``gallery_*`` hold the chosen faces in ``gallery_index`` order.
+        """
+        idx = torch.tensor(self.gallery, dtype=torch.long)
+        out = {
+            "class_names": np.array(list(class_names)), "map_size": np.array(self.size),
+            "au_mean": self.au.mean(), "au_count": self.au.counts.cpu().numpy(),
+            "gallery_index": idx.numpy(), "gallery_label": labels.cpu()[idx].numpy(),
+            "gallery_image": images[idx].cpu().numpy() if len(idx) else np.zeros((0, 1, 1, 3), np.uint8),
+            "gallery_au": self.gallery_au.cpu().numpy(),
+        }
+        for name, per_layer in self.att.items():
+            out[f"{name}.layers"] = np.array(list(per_layer))
+            out[f"{name}.count"] = next(iter(per_layer.values())).counts.cpu().numpy() if per_layer else np.zeros(0)
+            out[f"{name}.att_mean"] = (np.stack([avg.mean() for avg in per_layer.values()]) if per_layer
+                                       else np.zeros((0, self.num_classes, self.size, self.size), np.float32))
+            out[f"{name}.gallery_att"] = self.gallery_att[name].cpu().numpy()
+            if name in self.cam:
+                out[f"{name}.cam_mean"] = self.cam[name].mean()
+                out[f"{name}.gallery_cam"] = self.gallery_cam[name].cpu().numpy()
+        # Maps live in [0, 1]: half precision (error < 5e-4) halves the file and is plenty for a figure.
+        return {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in out.items()}
+
+
 def batches(n: int, size: int) -> Iterator[slice]:
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
@@ -127,29 +257,41 @@ def batches(n: int, size: int) -> Iterator[slice]:
 def evaluate(model: torch.nn.Module, methods: Sequence[Method], images: torch.Tensor, labels: torch.Tensor,
              landmarks: torch.Tensor, *, codebook: Codebook, edge: float, class_names: Sequence[str],
              batch_size: int, device: torch.device, layers: Sequence[str] = (),
-             channels_last: bool = False) -> dict[str, dict]:
+             channels_last: bool = False, maps: dict[str, np.ndarray] | None = None,
+             map_size: int = MAP_SIZE, gallery_size: int = GALLERY_SIZE) -> dict[str, dict]:
     """Evaluate every extractor in ``methods`` on one trained model; returns metrics per method name.
 
-    ``images`` are uint8 (N, H, W, 3) on the host; each batch moves to ``device`` once.
+    ``images`` are uint8 (N, H, W, 3) on the host; each batch moves to ``device`` once. Pass a dict
+    as ``maps`` to have it filled with the figure arrays (``FigureMaps.arrays``) from this same pass.
     """
     model.eval()
     num_classes = len(class_names)
     accs: dict[str, MethodAccumulator] = {}
     has_cam: dict[str, bool] = {}
     H, W = images.shape[1:3]
+    figure = (FigureMaps(num_classes, map_size, device, pick_gallery(labels, landmarks, gallery_size))
+              if maps is not None else None)
     for sl in batches(len(labels), batch_size):
         x = to_input(images[sl].to(device, non_blocking=True), channels_last)
         y = labels[sl].to(device, non_blocking=True)
         lm = landmarks[sl].to(device, non_blocking=True)
         au_maps, valid = render_au_maps(lm, y, (H, W), (H, W), codebook, edge)
+        if figure is not None:
+            small, small_valid = render_au_maps(lm, y, (H, W), (map_size, map_size), codebook, edge)
+            figure.add_au(sl, small, y, small_valid)
         for method in methods:
             output, cam = method.explain(model, x, y)
             if method.name not in accs:
                 names = tuple(layers) or tuple(k for k, v in output.features.items() if v.dim() == 4)
                 accs[method.name] = MethodAccumulator(num_classes, names, device)
                 has_cam[method.name] = cam is not None
-            accs[method.name].update(output.logits.detach(), None if cam is None else cam.detach(),
-                                     {k: v.detach() for k, v in output.features.items()}, y, au_maps, valid)
+            cam = None if cam is None else cam.detach()
+            features = {k: v.detach() for k, v in output.features.items()}
+            accs[method.name].update(output.logits.detach(), cam, features, y, au_maps, valid)
+            if figure is not None:
+                figure.add_method(method.name, sl, y, cam, features, accs[method.name].layers)
+    if figure is not None:
+        maps.update(figure.arrays(images, labels, class_names))
     return {name: acc.metrics(class_names, has_cam[name]) for name, acc in accs.items()}
 
 

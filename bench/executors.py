@@ -6,6 +6,7 @@ recorded as failed (with its error) and the sweep goes on.
 from __future__ import annotations
 
 import os
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,35 @@ RAY_ENV = {
 }
 
 
+def init_ray(address: str | None = None) -> None:
+    """Join ``address`` (auto | ray://host:port) or start a quiet local Ray."""
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    import ray
+
+    if ray.is_initialized():
+        return
+    init: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "warning",
+                            "configure_logging": True}
+    if address:
+        init["address"] = address
+    else:
+        init["num_cpus"] = os.cpu_count()
+    ray.init(**init)
+
+
+def check_gpus(gpus_per_trial: float) -> None:
+    """Refuse a GPU request the cluster cannot meet: Ray would leave the trials pending forever."""
+    import ray
+
+    available = ray.cluster_resources().get("GPU", 0)
+    if gpus_per_trial > 0 and available < gpus_per_trial:
+        raise UserError(
+            f"--gpus-per-trial {gpus_per_trial} but the Ray cluster has {available:g} GPUs; "
+            "use --gpus-per-trial 0 on CPU machines (Ray would leave the trials pending forever)"
+        )
+
+
 @dataclass
 class TrialOutcome:
     spec: TrialSpec
@@ -53,6 +83,19 @@ def execute_trial(spec: TrialSpec, run_dir: str, reporter: Callable[[dict], None
         if reraise:
             raise
         return TrialOutcome(spec, "failed", error)
+    finally:
+        _release_memory()
+
+
+def _release_memory() -> None:
+    """A reused Ray worker (or the local process) must not keep the last trial's tensors."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 @dataclass
@@ -93,40 +136,28 @@ class RayExecutor:
     max_failures: int = 0
 
     def run(self, specs: list[TrialSpec], run_dir: Path) -> list[TrialOutcome]:
-        for key, value in RAY_ENV.items():
-            os.environ.setdefault(key, value)
-        import ray
         from ray import tune
 
-        if not ray.is_initialized():
-            init: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                    "logging_level": "warning", "configure_logging": True}
-            if self.address:
-                init["address"] = self.address
-            else:
-                init["num_cpus"] = os.cpu_count()
-            ray.init(**init)
-        available_gpus = ray.cluster_resources().get("GPU", 0)
-        if self.gpus_per_trial > 0 and available_gpus < self.gpus_per_trial:
-            raise UserError(
-                f"--gpus-per-trial {self.gpus_per_trial} but the Ray cluster has {available_gpus:g} GPUs; "
-                "use --gpus-per-trial 0 on CPU machines (Ray would leave the trials pending forever)"
-            )
+        init_ray(self.address)
+        check_gpus(self.gpus_per_trial)
         trainable = tune.with_resources(_ray_trainable, {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial})
-        progress = _RayProgress(self.console, len(specs))
+        progress = _RayProgress(self.console, specs)
         tuner = tune.Tuner(
             trainable,
-            param_space={"spec": tune.grid_search([s.to_dict() for s in specs]), "run_dir": str(run_dir),
+            param_space={"spec": tune.grid_search([s.to_dict() for s in specs]),
+                         # absolute: Tune runs each trial with its own working directory
+                         "run_dir": str(run_dir.resolve()),
                          "threads": max(1, int(self.cpus_per_trial))},
             tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=self.max_concurrent or None),
             run_config=tune.RunConfig(
-                storage_path=str((run_dir / "ray").resolve()), name="tune", verbose=0,
+                storage_path=str((run_dir / "ray").resolve()), name=time.strftime("sweep-%Y%m%d-%H%M%S"), verbose=0,
                 failure_config=tune.FailureConfig(max_failures=self.max_failures),
                 callbacks=[progress.callback()],
             ),
         )
         with progress:
             tuner.fit()
+        self.console.print()
         store = RunStore(run_dir)
         by_id = {r["id"]: r for r in store.records()}
         outcomes = []
@@ -150,45 +181,69 @@ def _ray_trainable(config: dict) -> None:
 
 
 class _RayProgress:
-    """A rich progress bar fed by a Tune callback in the driver.
+    """A live rich table of the Ray trials (status, epoch, latest metrics), fed by a Tune callback.
 
-    Tune pickles its run config (callbacks included) into the experiment folder, and a rich
-    Progress holds locks, so the callback finds the live bar through a module global instead.
+    Tune pickles its run config (callbacks included) into the experiment folder, and a rich Live
+    holds locks, so the callback finds the live table through a class attribute instead.
     """
 
     active: "_RayProgress | None" = None
 
-    def __init__(self, console: Console, total: int):
-        self.progress = Progress(TextColumn("[bold]ray trials"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console)
-        self.task = self.progress.add_task("trials", total=total, status="")
+    def __init__(self, console: Console, specs: list[TrialSpec]):
+        from rich.live import Live
+
+        self.labels = {s.id: s.label for s in specs}
+        self.rows: dict[str, dict[str, Any]] = {s.id: {"status": "PENDING"} for s in specs}
+        self.live = Live(self._render(), console=console, refresh_per_second=2, transient=False)
+
+    def _render(self):
+        from rich.table import Table
+
+        table = Table(title="ray trials", expand=False)
+        for col in ("trial", "status", "epoch", "train loss", "selection CL"):
+            table.add_column(col)
+        for spec_id, row in self.rows.items():
+            epoch = f"{row['epoch']}/{row['epochs']}" if "epoch" in row else ""
+            loss = f"{row['train_loss']:.3f}" if "train_loss" in row else ""
+            cl = f"{row['best_cl']:.1f}" if "best_cl" in row else ""
+            colour = {"TERMINATED": "green", "ERROR": "red", "RUNNING": "yellow"}.get(row["status"], "white")
+            table.add_row(self.labels[spec_id], f"[{colour}]{row['status']}[/]", epoch, loss, cl)
+        return table
+
+    def update(self, trial, status: str, result: dict | None = None) -> None:
+        spec_id = TrialSpec.from_dict(trial.config["spec"]).id
+        row = self.rows.setdefault(spec_id, {})
+        row["status"] = status
+        row.update({k: v for k, v in (result or {}).items() if k in ("epoch", "epochs", "train_loss", "best_cl")})
+        self.live.update(self._render())
 
     def __enter__(self):
         _RayProgress.active = self
-        self.progress.__enter__()
+        self.live.__enter__()
         return self
 
     def __exit__(self, *exc):
         _RayProgress.active = None
-        return self.progress.__exit__(*exc)
+        return self.live.__exit__(*exc)
 
     def callback(self):
         from ray.tune import Callback
 
+        def update(trial, status, result=None):
+            if _RayProgress.active is not None:
+                _RayProgress.active.update(trial, status, result)
+
         class ProgressCallback(Callback):
+            def on_trial_start(self, iteration, trials, trial, **info):
+                update(trial, "RUNNING")
+
             def on_trial_result(self, iteration, trials, trial, result, **info):
-                bar = _RayProgress.active
-                if bar is not None:
-                    running = sum(1 for t in trials if t.status == "RUNNING")
-                    bar.progress.update(bar.task, status=f"{running} running; {trial.trial_id} at epoch "
-                                                         f"{result.get('epoch')}/{result.get('epochs')}")
+                update(trial, "RUNNING", result)
 
             def on_trial_complete(self, iteration, trials, trial, **info):
-                if _RayProgress.active is not None:
-                    _RayProgress.active.progress.advance(_RayProgress.active.task)
+                update(trial, "TERMINATED")
 
             def on_trial_error(self, iteration, trials, trial, **info):
-                if _RayProgress.active is not None:
-                    _RayProgress.active.progress.advance(_RayProgress.active.task)
+                update(trial, "ERROR")
 
         return ProgressCallback()

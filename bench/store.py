@@ -1,7 +1,8 @@
 """Result store: one JSON file per trial, written atomically; polars reads them back.
 
 Layout: ``<results>/<run>/trials/<spec id>.json`` with the spec, status (ok | failed), error,
-result rows (one per evaluated method), timings and provenance. A file is written to a temporary
+result rows (one per evaluated method), timings and provenance; ``<results>/<run>/maps/<spec id>.npz``
+holds the trial's per-class average maps and gallery faces for figures. A file is written to a temporary
 name in the same folder and renamed, so a reader never sees half a file and nothing finished is
 lost if the process dies. Unreadable files are reported and ignored (their trial reruns).
 """
@@ -14,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from bench.spec import TrialSpec
@@ -38,12 +40,44 @@ class RunStore:
         self.run_dir = Path(run_dir)
         self.trials_dir = self.run_dir / "trials"
         self.checkpoint_dir = self.run_dir / "checkpoints"
+        self.maps_dir = self.run_dir / "maps"
 
     def trial_path(self, spec_id: str) -> Path:
         return self.trials_dir / f"{spec_id}.json"
 
     def checkpoint_path(self, spec_id: str) -> Path:
         return self.checkpoint_dir / f"{spec_id}.pt"
+
+    def maps_path(self, spec_id: str) -> Path:
+        return self.maps_dir / f"{spec_id}.npz"
+
+    def write_maps(self, spec_id: str, arrays: dict[str, np.ndarray]) -> Path:
+        """Figure arrays of one trial (``bench.evaluate.FigureMaps``), written atomically like records."""
+        path = self.maps_path(spec_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def read_maps(self, spec_id: str) -> dict[str, np.ndarray] | None:
+        """The trial's figure arrays, or None when the trial has none (older runs, failed trials)."""
+        path = self.maps_path(spec_id)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {key: data[key] for key in data.files}
+        except (OSError, ValueError) as exc:
+            warnings.warn(f"ignoring unreadable map file {path} ({exc})")
+            return None
 
     def write(self, spec: TrialSpec, status: str, rows: list[dict[str, Any]], *, error: str | None = None,
               timings: dict[str, float] | None = None, provenance: dict[str, Any] | None = None,

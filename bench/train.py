@@ -12,15 +12,16 @@ import random
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from au import alignment_loss, get_codebook, render_au_maps
-from backbones import build_backbone
 from bench.config import Config, method_options, resolve
 from bench.data import load_dataset
+from bench.data.cache import missing_landmarks
 from bench.data.transforms import augment
 from bench.evaluate import accuracy, evaluate
 from bench.provenance import provenance
@@ -46,11 +47,14 @@ def make_method(name: str, config: Config) -> Method:
     return cls(cls.make_config(method_options(config, name)))
 
 
-def build_model(method: Method, config: Config, num_classes: int) -> torch.nn.Module:
+def model_options(config: Config) -> dict[str, Any]:
     m = config.model
-    backbone = build_backbone(m.backbone, pretrained=m.pretrained, large_maps=m.large_maps, width=m.width,
-                              pretrained_path=m.pretrained_path or None)
-    return method.build(num_classes, backbone)
+    return {"backbone": m.backbone, "pretrained": m.pretrained, "large_maps": m.large_maps, "width": m.width,
+            "pretrained_path": m.pretrained_path or None}
+
+
+def build_model(method: Method, config: Config, num_classes: int) -> torch.nn.Module:
+    return method.build(num_classes, method.make_backbone(model_options(config)))
 
 
 def feature_sizes(model: torch.nn.Module, image_size: int, device: torch.device) -> dict[str, tuple[int, int]]:
@@ -139,18 +143,28 @@ def _save_checkpoint(path, state: dict) -> None:
     os.replace(tmp, path)
 
 
-def run_trial(spec: TrialSpec, store: RunStore, reporter: Reporter | None = None) -> dict[str, Any]:
-    """Train and evaluate one grid cell, write its record atomically, and return it."""
-    started = time.perf_counter()
-    config = resolve(spec.profile, list(spec.overrides))
-    seed_everything(spec.seed)
+@dataclass
+class Session:
+    """Everything one training run needs, built once from a spec's method/dataset/seed/config."""
+
+    config: Config
+    device: torch.device
+    data: Any
+    trained: Method
+    model: torch.nn.Module
+    align_layers: tuple[str, ...]
+    step: TrainStep
+    scheduler: Any
+    generator: torch.Generator
+
+
+def build_session(method: str, dataset: str, seed: int, config: Config, align: bool) -> Session:
+    seed_everything(seed)
     device = pick_device()
-    data = load_dataset(spec.dataset, config.data, spec.seed)
-    trained = make_method(spec.method, config)
-    evaluated = [make_method(name, config) for name in spec.evaluate]
+    data = load_dataset(dataset, config.data, seed)
+    trained = make_method(method, config)
     model = build_model(trained, config, data.num_classes).to(device)
-    t = config.train
-    if device.type == "cuda" and t.channels_last:
+    if device.type == "cuda" and config.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     align_layers = tuple(config.au.layers) or trained.alignment_layers
     sizes = feature_sizes(model, config.data.image_size, device)
@@ -158,21 +172,43 @@ def run_trial(spec: TrialSpec, store: RunStore, reporter: Reporter | None = None
     if missing:
         raise ValueError(f"alignment layer(s) {missing} not among the model's maps {list(sizes)} (set au.layers)")
     optimizer, scheduler = make_optimizer(model, config)
-    generator = torch.Generator().manual_seed(spec.seed)
-    step = TrainStep(trained, model, optimizer, config, device, spec.au, align_layers, sizes, generator)
+    generator = torch.Generator().manual_seed(seed)
+    step = TrainStep(trained, model, optimizer, config, device, align, align_layers, sizes, generator)
+    return Session(config, device, data, trained, model, align_layers, step, scheduler, generator)
 
-    train_x, train_y, train_lm = _host_tensors(data.train, device)
-    select_split = data.split(t.select_on)
-    sel_x, sel_y, _ = _host_tensors(select_split, device)
 
+@dataclass
+class FitResult:
+    best_state: dict | None
+    best_epoch: int
+    best_acc: float
+    history: list[dict[str, Any]]
+    resumed_from_epoch: int          # 0 for a fresh run
+    train_seconds: float
+
+
+EpochHook = Callable[[Session, int], dict[str, float]]
+
+
+def fit(s: Session, reporter: Reporter | None = None, checkpoint: "Path | None" = None,
+        epoch_metrics: EpochHook | None = None) -> FitResult:
+    """Train for ``train.epochs``, keeping the best epoch on the selection split.
+
+    With ``checkpoint``, every epoch is saved there atomically (model, optimiser, scheduler, RNG
+    states, best state, history) and a run that finds the file resumes after its last epoch.
+    ``epoch_metrics`` adds metrics to each epoch's report (``bench tune``: validation ATT-COS).
+    """
+    t, model, device = s.config.train, s.model, s.device
+    train_x, train_y, train_lm = _host_tensors(s.data.train, device)
+    sel_x, sel_y, _ = _host_tensors(s.data.split(t.select_on), device)
     start_epoch, best_acc, best_state, best_epoch, history = 0, -1.0, None, -1, []
-    ckpt_path = store.checkpoint_path(spec.id)
-    if t.checkpoint and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
+        s.step.optimizer.load_state_dict(state["optimizer"])
+        s.scheduler.load_state_dict(state["scheduler"])
+        s.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
         start_epoch, best_acc, best_epoch = state["epoch"] + 1, state["best_acc"], state["best_epoch"]
         best_state, history = state["best_state"], state["history"]
 
@@ -182,39 +218,58 @@ def run_trial(spec: TrialSpec, store: RunStore, reporter: Reporter | None = None
     for epoch in range(start_epoch, t.epochs):
         epoch_start = time.perf_counter()
         model.train()
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(n, generator=s.generator)
         loss_sum = torch.zeros((), device=device)
         for b in range(n_batches):
             idx = order[b * t.batch_size:(b + 1) * t.batch_size]
-            loss_sum += step(train_x[idx].to(device, non_blocking=True), train_y[idx].to(device, non_blocking=True),
-                             train_lm[idx].to(device, non_blocking=True))
-        scheduler.step()
-        acc = accuracy(model, trained.needs_labels, sel_x, sel_y, batch_size=t.eval_batch_size, device=device,
-                       channels_last=step.channels_last)
+            loss_sum += s.step(train_x[idx].to(device, non_blocking=True), train_y[idx].to(device, non_blocking=True),
+                               train_lm[idx].to(device, non_blocking=True))
+        s.scheduler.step()
+        acc = accuracy(model, s.trained.needs_labels, sel_x, sel_y, batch_size=t.eval_batch_size, device=device,
+                       channels_last=s.step.channels_last)
         acc_value, loss_value = float(acc), float(loss_sum) / max(n_batches, 1)   # one sync per epoch
         train_seconds += time.perf_counter() - epoch_start
         if acc_value >= best_acc:
             best_acc, best_epoch = acc_value, epoch
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        extra = epoch_metrics(s, epoch) if epoch_metrics is not None else {}
         history.append({"epoch": epoch, "train_loss": loss_value, f"{t.select_on}_cl": acc_value,
-                        "seconds": time.perf_counter() - epoch_start})
+                        "seconds": time.perf_counter() - epoch_start, **extra})
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, {
+                "model": model.state_dict(), "optimizer": s.step.optimizer.state_dict(),
+                "scheduler": s.scheduler.state_dict(), "generator": s.generator.get_state(),
+                "torch_rng": torch.get_rng_state(), "epoch": epoch, "best_acc": best_acc,
+                "best_epoch": best_epoch, "best_state": best_state, "history": history,
+            })
         if reporter is not None:
             reporter({"epoch": epoch + 1, "epochs": t.epochs, "train_loss": loss_value,
-                      f"{t.select_on}_cl": acc_value, "best_cl": best_acc})
-        if t.checkpoint:
-            _save_checkpoint(ckpt_path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "epoch": epoch,
-                "best_acc": best_acc, "best_epoch": best_epoch, "best_state": best_state, "history": history,
-            })
+                      f"{t.select_on}_cl": acc_value, "best_cl": best_acc, **extra})
+    return FitResult(best_state, best_epoch, best_acc, history, start_epoch, train_seconds)
+
+
+def run_trial(spec: TrialSpec, store: RunStore, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Train and evaluate one grid cell, write its record atomically, and return it."""
+    started = time.perf_counter()
+    config = resolve(spec.profile, list(spec.overrides))
+    session = build_session(spec.method, spec.dataset, spec.seed, config, spec.au)
+    t, model, device, data, step = config.train, session.model, session.device, session.data, session.step
+    align_layers = session.align_layers
+    evaluated = [make_method(name, config) for name in spec.evaluate]
+    ckpt_path = store.checkpoint_path(spec.id)
+    result = fit(session, reporter, ckpt_path if t.checkpoint else None)
+    best_state, best_epoch, best_acc, history = result.best_state, result.best_epoch, result.best_acc, result.history
+    train_seconds = result.train_seconds
 
     if best_state is not None:
         model.load_state_dict(best_state)
     eval_start = time.perf_counter()
     test_x, test_y, test_lm = _host_tensors(data.test, device)
+    figure_maps: dict[str, np.ndarray] = {}   # filled by the same evaluation pass (Fig. 1 arrays)
     metrics = evaluate(model, evaluated, test_x, test_y, test_lm, codebook=get_codebook(config.au.codebook),
                        edge=config.au.edge, class_names=data.class_names, batch_size=t.eval_batch_size,
-                       device=device, layers=config.eval.layers, channels_last=step.channels_last)
+                       device=device, layers=config.eval.layers, channels_last=step.channels_last,
+                       maps=figure_maps)
     eval_seconds = time.perf_counter() - eval_start
     rows = []
     for method in evaluated:
@@ -222,10 +277,12 @@ def run_trial(spec: TrialSpec, store: RunStore, reporter: Reporter | None = None
             "method": method.name, "title": method.title, "family": method.family,
             "alignment_layers": ",".join(align_layers), "selection_split": t.select_on,
             "best_epoch": best_epoch, "selection_cl": best_acc, "config_hash": config.digest(),
-            "data_fingerprint": data.fingerprint, **metrics[method.name],
+            "data_fingerprint": data.fingerprint, "skipped_images": sum(data.skipped.values()),
+            "test_without_landmarks": missing_landmarks(data.test), **metrics[method.name],
         })
     timings = {"train_seconds": train_seconds, "eval_seconds": eval_seconds,
-               "total_seconds": time.perf_counter() - started}
+               "total_seconds": time.perf_counter() - started, "resumed_from_epoch": result.resumed_from_epoch}
+    store.write_maps(spec.id, figure_maps)   # before the record: a finished record always has its maps
     store.write(spec, "ok", rows, timings=timings, provenance={**provenance(), "device": str(device)},
                 history=history)
     if ckpt_path.exists():

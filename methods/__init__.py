@@ -5,7 +5,8 @@ theirs through the entry-point group ``au_cam_bench.methods`` (see README, "Add 
 """
 from methods.base import Batch, Method, Output
 from methods.registry import UnknownMethodError, all_methods, get_method, method_names, register
-from methods import cam as _cam  # noqa: F401  (registers "cam")
+# Built-ins, in the paper's table order (the registry keeps this order).
+from methods import cam, wildcat, gradcam, gradcampp, acol, prm, adl, cutmix, layercam  # noqa: F401,E401
 
 __all__ = [
     "Batch", "Method", "Output", "UnknownMethodError", "all_methods", "get_method", "method_names",

@@ -81,8 +81,24 @@ class Method:
             )
         return cls.Config(**values)
 
+    def make_backbone(self, options: dict[str, Any]) -> nn.Module:
+        """The feature extractor this method sits on (default: the profile's ``model`` section).
+
+        Transformer methods override this to build their own backbone from their ``Config``.
+        """
+        from backbones import build_backbone
+
+        options = dict(options)
+        return build_backbone(options.pop("backbone"), **options)
+
     def build(self, num_classes: int, backbone: nn.Module) -> nn.Module:
         raise NotImplementedError
+
+    @classmethod
+    def conformance_options(cls) -> dict[str, Any]:
+        """Small, fast settings for the conformance suite (CPU, random init)."""
+        return {"image_size": 32,
+                "model": {"backbone": "resnet18", "width": 0.125, "large_maps": True, "pretrained": False}}
 
     # --- training hooks ---------------------------------------------------------------------
     def loss(self, output: Output, batch: Batch) -> Tensor:

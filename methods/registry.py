@@ -1,6 +1,12 @@
-"""Method registry: a decorator for built-ins, an entry-point group for third-party plugins."""
+"""Method registry: a decorator for built-ins, an entry-point group for third-party plugins.
+
+Plugins that are not packaged yet can be loaded by module name with the environment variable
+``BENCH_PLUGINS=pkg.module,other.module`` (it reaches Ray workers started from the same shell).
+"""
 from __future__ import annotations
 
+import importlib
+import os
 from importlib.metadata import entry_points
 
 from methods.base import Method
@@ -35,6 +41,8 @@ def _load_entry_points() -> None:
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
+    for module in filter(None, (m.strip() for m in os.environ.get("BENCH_PLUGINS", "").split(","))):
+        importlib.import_module(module)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         cls = ep.load()
         if cls.name not in _REGISTRY:

@@ -71,3 +71,9 @@ def test_happiness_lights_the_mouth_corners_not_the_brows(template_landmarks):
     assert maps[0, y, x] == 1
     bx, by = template_landmarks[19].round().long().tolist()
     assert maps[0, by, bx] == 0
+
+
+def test_classes_beyond_the_codebook_are_invalid(template_landmarks):
+    lm = template_landmarks[None].repeat(2, 1, 1)
+    maps, valid = render_au_maps(lm, torch.tensor([1, 7]), (64, 64), (16, 16), CB)   # 7: Contempt
+    assert valid.tolist() == [True, False] and maps[1].sum() == 0

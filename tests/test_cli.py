@@ -89,19 +89,49 @@ def test_table_without_runs(tmp_path):
     assert out.returncode == 2 and "no runs under" in out.stderr
 
 
-def test_methods_lists_cam():
+def test_methods_lists_every_builtin():
     out = bench("methods")
-    assert out.returncode == 0 and "cam" in out.stdout and "cnn" in out.stdout
+    assert out.returncode == 0
+    for name in ("cam", "wildcat", "gradcam", "gradcampp", "acol", "prm", "adl", "cutmix", "layercam"):
+        assert f"│ {name} " in out.stdout
 
 
-def test_ray_run(tmp_path):
+THIRD_PARTY = """
+from methods.cam import CAM
+
+
+class {cls}(CAM):
+    name = "{name}"
+    title = "{cls}"
+
+    def explain(self, model, x, target):
+        if {leak}:
+            model.backbone.stem.register_forward_hook(lambda *a: None)
+        return super().explain(model, x, target)
+"""
+
+
+@pytest.mark.parametrize("leak", [False, True])
+def test_check_plugin_on_a_third_party_module(tmp_path, leak):
+    (tmp_path / "thirdparty.py").write_text(THIRD_PARTY.format(cls="OtherCam", name="othercam", leak=leak))
+    env = {**ENV, "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run([*BENCH, "check-plugin", "thirdparty:OtherCam"], capture_output=True, text=True,
+                         env=env, timeout=600)
+    if leak:
+        assert out.returncode == 1 and "hooks leaked" in out.stdout and "6 passed, 1 failed" in out.stdout
+    else:
+        assert out.returncode == 0 and "7 passed, 0 failed" in out.stdout, out.stdout + out.stderr
+
+
+def test_ray_run_with_a_relative_results_dir(tmp_path):
+    # A relative results dir: Ray Tune runs trials in their own working directory.
     out = bench("run", "--methods", "cam", "--datasets", "synthetic", "--profile", "smoke", "--au", "both",
-                "--executor", "ray", "--cpus-per-trial", "1", "--results-dir", str(tmp_path),
-                "--set", "train.epochs=1")
+                "--executor", "ray", "--cpus-per-trial", "1", "--results-dir", ".",
+                "--set", "train.epochs=1", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     records = [json.loads(f.read_text()) for f in (tmp_path / "smoke" / "trials").glob("*.json")]
     assert len(records) == 2 and all(r["status"] == "ok" for r in records)
-    assert (tmp_path / "smoke" / "ray" / "tune").is_dir()
+    assert list((tmp_path / "smoke" / "ray").glob("sweep-*"))
 
 
 def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):

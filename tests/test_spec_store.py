@@ -58,3 +58,15 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     for t in threads:
         t.join()
     assert store.finished_ids() == {s.id for s in specs}
+
+
+def test_post_hoc_methods_share_the_cam_training_run():
+    from methods import method_names
+
+    groups = dict(group_methods(method_names()))
+    assert groups["cam"] == ("cam", "gradcam", "gradcampp", "layercam")
+    assert set(groups) == {"cam", "wildcat", "acol", "prm", "adl", "cutmix"}
+    shared = expand_grid(method_names(), ["synthetic"], [False, True], [0], "demo", (), "d")
+    separate = expand_grid(method_names(), ["synthetic"], [False, True], [0], "demo", (), "d", share=False)
+    assert len(shared) == 12 and len(separate) == 18
+    assert {s.method for s in separate} == set(method_names())

@@ -5,5 +5,6 @@ the canonical class order of ``au.CLASS_NAMES``.
 """
 from bench.data.registry import DATASETS, Splits, dataset_names, load_dataset, register_dataset
 from bench.data import synthetic_dataset as _synthetic  # noqa: F401  (registers "synthetic")
+from bench.data import rafdb as _rafdb, affectnet as _affectnet, folder as _folder  # noqa: F401  (real datasets)
 
 __all__ = ["DATASETS", "Splits", "dataset_names", "load_dataset", "register_dataset"]
