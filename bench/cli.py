@@ -78,21 +78,21 @@ def run(
     overrides = tuple(file_overrides) + tuple(parse_override(item) for item in set_)
     if data_root is not None:   # absolute: Ray workers run in other folders
         overrides += (("data.root", str(data_root.resolve())),)
-    config = resolve(profile, list(overrides))
+    configs = {name: resolve(profile, list(overrides), name) for name in dataset_list}
     from bench.data.cache import preflight
 
-    for name in dataset_list:   # missing data, bad layout, no landmarks: one line before any trial
+    for name, config in configs.items():   # missing data, bad layout, no landmarks: one line before any trial
         preflight(name, config.data)
-    for name in method_list:
-        cls = get_method(name)
-        try:
-            cls.make_config(config.methods.get(name, {}))
-        except (TypeError, ValueError) as exc:
-            raise UserError(f"bad options for method {name!r}: {exc}") from None
+    for config in configs.values():
+        for name in method_list:
+            try:
+                get_method(name).make_config(config.methods.get(name, {}))
+            except (TypeError, ValueError) as exc:
+                raise UserError(f"bad options for method {name!r}: {exc}") from None
     # A profile given as a file travels to workers as an absolute path (Tune changes their cwd).
     profile_key = str(Path(profile).resolve()) if profile.endswith(".toml") else profile
     specs = expand_grid(method_list, dataset_list, modes[au], _seeds(seeds), profile_key, overrides,
-                        config.digest(), share)
+                        {name: config.digest() for name, config in configs.items()}, share)
     run_dir = results_dir / (run_name or Path(profile).stem)
     store = RunStore(run_dir)
     done = store.finished_ids()

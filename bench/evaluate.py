@@ -36,11 +36,16 @@ def attention_for_metric(feature: torch.Tensor, size: tuple[int, int]) -> torch.
     return torch.where(low < 0, att - low, att)
 
 
+def minmax(maps: torch.Tensor) -> torch.Tensor:
+    """Per-sample min-max to [0, 1] (a constant map becomes 0), so every face weighs the same."""
+    low = maps.flatten(1).amin(1)[:, None, None]
+    high = maps.flatten(1).amax(1)[:, None, None]
+    return torch.nan_to_num((maps - low) / (high - low).clamp_min(1e-8), nan=0.0, posinf=1.0, neginf=0.0)
+
+
 def normalise_cam(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    cam = upsample(cam, size, align_corners=False)
-    low = cam.flatten(1).amin(1)[:, None, None]
-    high = cam.flatten(1).amax(1)[:, None, None]
-    return torch.nan_to_num((cam - low) / (high - low).clamp_min(1e-8), nan=0.0, posinf=1.0, neginf=0.0)
+    """Upsample the raw CAM to ``size``, then min-max it there (at image resolution)."""
+    return minmax(upsample(cam, size, align_corners=False))
 
 
 @dataclass
@@ -83,6 +88,7 @@ class MethodAccumulator:
 
     def __post_init__(self):
         self.confusion = torch.zeros(self.num_classes * self.num_classes, device=self.device, dtype=torch.long)
+        self.valid_maps = torch.zeros((), device=self.device, dtype=torch.long)
         self.cam = ClassAverager(self.num_classes, self.device)
         self.att = {name: ClassAverager(self.num_classes, self.device) for name in self.layers}
 
@@ -90,6 +96,7 @@ class MethodAccumulator:
         size = tuple(au_maps.shape[-2:])
         pred = logits.argmax(1)
         self.confusion += torch.bincount(labels * self.num_classes + pred, minlength=self.num_classes ** 2)
+        self.valid_maps += valid.sum()
         if cam is not None:
             self.cam.add(map_cosine(normalise_cam(cam, size), au_maps), labels, valid)
         for name in self.layers:
@@ -106,8 +113,7 @@ class MethodAccumulator:
             "mean_class_acc": float(np.nanmean(recall) * 100),
             "cam_cos": macro_average(cam_pc) if has_cam else None,
             "n_test": int(total),
-            "n_valid_maps": int(self.cam.counts.sum().item()) if has_cam else int(
-                next(iter(self.att.values())).counts.sum().item()) if self.att else 0,
+            "n_valid_maps": int(self.valid_maps.item()),
             "confusion": conf.tolist(),
             "per_class_cam_cos": {n: _f(v) for n, v in zip(class_names, cam_pc)} if has_cam else {},
             "per_class_att_cos": {},
@@ -125,13 +131,6 @@ def _f(v: float) -> float | None:
 
 MAP_SIZE = 56          # side of the maps kept for figures: small, fixed, so every trial is comparable
 GALLERY_SIZE = 6       # gallery faces per trial: the first test face of each non-neutral class
-
-
-def minmax(maps: torch.Tensor) -> torch.Tensor:
-    """Per-sample min-max to [0, 1], so every face weighs the same in a class average."""
-    low = maps.flatten(1).amin(1)[:, None, None]
-    high = maps.flatten(1).amax(1)[:, None, None]
-    return torch.nan_to_num((maps - low) / (high - low).clamp_min(1e-8), nan=0.0, posinf=1.0, neginf=0.0)
 
 
 @dataclass

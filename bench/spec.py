@@ -62,13 +62,14 @@ def group_methods(methods: Iterable[str], share: bool = True) -> list[tuple[str,
 
 
 def expand_grid(methods: list[str], datasets: list[str], au_modes: list[bool], seeds: list[int],
-                profile: str, overrides: tuple[tuple[str, Any], ...], config_digest: str,
+                profile: str, overrides: tuple[tuple[str, Any], ...], config_digest: str | dict[str, str],
                 share: bool = True) -> list[TrialSpec]:
+    """All cells; ``config_digest`` is one digest, or one per dataset (per-dataset profile tables)."""
     specs = []
     for dataset in datasets:
+        digest = config_digest[dataset] if isinstance(config_digest, dict) else config_digest
         for train, evaluated in group_methods(methods, share):
             for seed in seeds:
                 for au in au_modes:
-                    specs.append(TrialSpec(train, evaluated, dataset, au, seed, profile,
-                                           overrides, config_digest))
+                    specs.append(TrialSpec(train, evaluated, dataset, au, seed, profile, overrides, digest))
     return specs

@@ -21,18 +21,23 @@ import polars as pl
 from bench.spec import TrialSpec
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write(path: Path, write) -> None:
+    """Write through ``write(binary file)`` to a temporary name beside ``path``, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
 class RunStore:
@@ -54,17 +59,7 @@ class RunStore:
     def write_maps(self, spec_id: str, arrays: dict[str, np.ndarray]) -> Path:
         """Figure arrays of one trial (``bench.evaluate.FigureMaps``), written atomically like records."""
         path = self.maps_path(spec_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
         return path
 
     def read_maps(self, spec_id: str) -> dict[str, np.ndarray] | None:

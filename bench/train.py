@@ -251,7 +251,7 @@ def fit(s: Session, reporter: Reporter | None = None, checkpoint: "Path | None" 
 def run_trial(spec: TrialSpec, store: RunStore, reporter: Reporter | None = None) -> dict[str, Any]:
     """Train and evaluate one grid cell, write its record atomically, and return it."""
     started = time.perf_counter()
-    config = resolve(spec.profile, list(spec.overrides))
+    config = resolve(spec.profile, list(spec.overrides), spec.dataset)
     session = build_session(spec.method, spec.dataset, spec.seed, config, spec.au)
     t, model, device, data, step = config.train, session.model, session.device, session.data, session.step
     align_layers = session.align_layers

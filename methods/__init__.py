@@ -7,6 +7,7 @@ from methods.base import Batch, Method, Output
 from methods.registry import UnknownMethodError, all_methods, get_method, method_names, register
 # Built-ins, in the paper's table order (the registry keeps this order).
 from methods import cam, wildcat, gradcam, gradcampp, acol, prm, adl, cutmix, layercam  # noqa: F401,E401
+from methods import tscam, apvit  # noqa: F401,E401  (the transformer rows)
 
 __all__ = [
     "Batch", "Method", "Output", "UnknownMethodError", "all_methods", "get_method", "method_names",

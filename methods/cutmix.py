@@ -64,10 +64,6 @@ def cutmix(batch: Batch, box: Box, perm: torch.Tensor) -> Batch:
     return batch.replace(images=paste(batch.images, perm, box), au_maps=maps, au_valid=valid, extras=extras)
 
 
-class CutMixNet(GapLinearNet):
-    pass
-
-
 @register
 class CutMix(Method):
     name = "cutmix"
@@ -80,7 +76,7 @@ class CutMix(Method):
         prob: float = 1.0        # P(mix a batch) (reference cutmix_prob)
 
     def build(self, num_classes: int, backbone: nn.Module) -> nn.Module:
-        return CutMixNet(backbone, num_classes)
+        return GapLinearNet(backbone, num_classes)
 
     def mix(self, batch: Batch, generator: torch.Generator) -> Batch:
         u = torch.rand(4, generator=generator).tolist()       # CPU draws: no device sync

@@ -74,6 +74,7 @@ def test_bad_set_exits_2_with_one_line(tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (("run", "--methods", "nosuch"), "unknown method 'nosuch'; known methods: cam"),
     (("run", "--datasets", "nosuch"), "unknown dataset 'nosuch'"),
+    (("run", "--datasets", "rafdb", "--data-root", "/nonexistent"), "data root /nonexistent does not exist"),
     (("run", "--au", "maybe"), "bad --au"),
     (("run", "--set", "train.epochs"), "expected key=value"),
     (("table", "--format", "pdf"), "bad --format"),

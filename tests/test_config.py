@@ -40,3 +40,17 @@ def test_unknown_profile():
 def test_digest_changes_with_config():
     assert resolve("smoke").digest() != resolve("smoke", [("train.epochs", 9)]).digest()
     assert resolve("smoke").digest() == resolve("smoke").digest()
+
+
+def test_per_dataset_tables_apply_to_their_dataset_only():
+    assert resolve("paper", dataset="rafdb").au.weight == 4.0
+    assert resolve("paper", dataset="affectnet").au.weight == 9.0
+    assert resolve("paper", [("au.weight", 2.0)], "affectnet").au.weight == 2.0     # --set wins
+    assert resolve("paper", dataset="rafdb").digest() != resolve("paper", dataset="affectnet").digest()
+
+
+def test_typo_in_a_dataset_table_is_an_error(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nepochs = 1\n[datasets.rafdb.train]\nepochz = 3\n")
+    with pytest.raises(UserError, match=r"unknown option train.epochz \(in .*datasets.rafdb"):
+        resolve(str(bad))
