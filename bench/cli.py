@@ -78,11 +78,13 @@ def run(
     overrides = tuple(file_overrides) + tuple(parse_override(item) for item in set_)
     if data_root is not None:   # absolute: Ray workers run in other folders
         overrides += (("data.root", str(data_root.resolve())),)
-    configs = {name: resolve(profile, list(overrides), name) for name in dataset_list}
     from bench.data.cache import preflight
+    from bench.spec import group_methods
 
-    for name, config in configs.items():   # missing data, bad layout, no landmarks: one line before any trial
-        preflight(name, config.data)
+    trained = [train for train, _ in group_methods(method_list, share)]
+    configs = {(ds, m): resolve(profile, list(overrides), ds, m) for ds in dataset_list for m in {*trained, *method_list}}
+    for ds in dataset_list:   # missing data, bad layout, no landmarks: one line before any trial
+        preflight(ds, configs[ds, trained[0]].data)
     for config in configs.values():
         for name in method_list:
             try:
@@ -92,7 +94,7 @@ def run(
     # A profile given as a file travels to workers as an absolute path (Tune changes their cwd).
     profile_key = str(Path(profile).resolve()) if profile.endswith(".toml") else profile
     specs = expand_grid(method_list, dataset_list, modes[au], _seeds(seeds), profile_key, overrides,
-                        {name: config.digest() for name, config in configs.items()}, share)
+                        lambda ds, m: configs[ds, m].digest(), share)
     run_dir = results_dir / (run_name or Path(profile).stem)
     store = RunStore(run_dir)
     done = store.finished_ids()

@@ -39,7 +39,7 @@ def tune_command(
         raise UserError(f"unknown dataset {dataset!r}; known datasets: {', '.join(dataset_names())}")
     objective_value(0.0, 0.0, objective, att_weight)          # validates --objective
     overrides = tuple(parse_override(item) for item in set_)
-    resolve(profile, list(overrides), dataset)                 # validates the profile and --set
+    resolve(profile, list(overrides), dataset, method)         # validates the profile and --set
     profile_key = str(Path(profile).resolve()) if profile.endswith(".toml") else profile
     out_dir = (results_dir / (run_name or f"tune-{method}-{dataset}")).resolve()
     request = TuneRequest(method, dataset, profile_key, overrides, seed, num_samples, objective, att_weight)

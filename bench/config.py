@@ -3,8 +3,9 @@
 A profile (``bench/profiles/<name>.toml`` or a path) lists every field; ``--set`` may only change
 fields that exist (a typo is an error, never a silent no-op). Method hyperparameters live under
 ``methods.<name>`` and are checked against that plugin's ``Config``. Tables under
-``datasets.<name>`` apply to that dataset only (the paper's λ is 4 on RAF-DB and 9 on AffectNet);
-``--set`` still wins over them.
+``datasets.<name>.<section>`` apply to that dataset only (the paper's λ is 4 on RAF-DB and 9 on
+AffectNet), and ``per_method.<name>.<section>`` to trials that train that method (a ViT's
+optimiser and learning rate); ``--set`` wins over both.
 """
 from __future__ import annotations
 
@@ -170,22 +171,40 @@ def _merge(base: dict, extra: dict) -> None:
             base[key] = copy.deepcopy(value)
 
 
-def resolve(profile: str, overrides: list[tuple[str, Any]] | tuple = (), dataset: str | None = None) -> Config:
-    """Load a profile, apply its ``datasets.<dataset>`` table, then the overrides; all validated."""
+def _scoped_tables(raw: dict, path: Path) -> dict[str, dict[str, dict]]:
+    """Pop the ``datasets``/``per_method`` tables (name -> partial profile) and check each one
+    against the full profile, so a typo in any of them is an error for every run."""
+    scoped = {}
+    for key in SCOPED:
+        tables = raw.pop(key, {})
+        if not isinstance(tables, dict) or not all(isinstance(v, dict) for v in tables.values()):
+            raise UserError(f"{path}: [{key}.<name>.<section>] tables expected")
+        scoped[key] = tables
+    for key, tables in scoped.items():
+        for name, table in tables.items():
+            merged = copy.deepcopy(raw)
+            _merge(merged, table)
+            build_config(merged, f"{path} [{key}.{name}]")
+    return scoped
+
+
+SCOPED = ("datasets", "per_method")
+
+
+def resolve(profile: str, overrides: list[tuple[str, Any]] | tuple = (), dataset: str | None = None,
+            method: str | None = None) -> Config:
+    """Load a profile, apply its ``datasets.<dataset>`` and ``per_method.<method>`` tables, then the
+    overrides; everything is validated."""
     path = profile_path(profile)
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"profile {path} is not valid TOML: {exc}") from None
-    per_dataset = raw.pop("datasets", {})
-    if not isinstance(per_dataset, dict) or not all(isinstance(v, dict) for v in per_dataset.values()):
-        raise UserError(f"{path}: [datasets.<name>.<section>] tables expected")
-    for name, table in per_dataset.items():   # a typo in any dataset table is an error for every run
-        merged = copy.deepcopy(raw)
-        _merge(merged, table)
-        build_config(merged, f"{path} [datasets.{name}]")
-    if dataset in per_dataset:
-        _merge(raw, per_dataset[dataset])
+    scoped = _scoped_tables(raw, path)
+    if dataset in scoped["datasets"]:
+        _merge(raw, scoped["datasets"][dataset])
+    if method in scoped["per_method"]:
+        _merge(raw, scoped["per_method"][method])
     for key, value in overrides:
         parts = key.split(".")
         node = raw

@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from methods import get_method
 
@@ -62,13 +62,14 @@ def group_methods(methods: Iterable[str], share: bool = True) -> list[tuple[str,
 
 
 def expand_grid(methods: list[str], datasets: list[str], au_modes: list[bool], seeds: list[int],
-                profile: str, overrides: tuple[tuple[str, Any], ...], config_digest: str | dict[str, str],
-                share: bool = True) -> list[TrialSpec]:
-    """All cells; ``config_digest`` is one digest, or one per dataset (per-dataset profile tables)."""
+                profile: str, overrides: tuple[tuple[str, Any], ...],
+                config_digest: str | Callable[[str, str], str], share: bool = True) -> list[TrialSpec]:
+    """All cells. ``config_digest`` is one digest, or ``(dataset, trained method) -> digest`` when
+    the profile has per-dataset or per-method tables."""
     specs = []
     for dataset in datasets:
-        digest = config_digest[dataset] if isinstance(config_digest, dict) else config_digest
         for train, evaluated in group_methods(methods, share):
+            digest = config_digest(dataset, train) if callable(config_digest) else config_digest
             for seed in seeds:
                 for au in au_modes:
                     specs.append(TrialSpec(train, evaluated, dataset, au, seed, profile, overrides, digest))

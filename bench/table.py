@@ -152,6 +152,7 @@ class Table:
     reference_mode: str = "side"      # "side" | "delta"
     layer: str = "layer5"
     selected_on_test: bool = False
+    agnostic_cams: list[str] = field(default_factory=list)   # titles whose CAM is class-agnostic
 
     def cell(self, method: str, dataset: str, metric: Metric, au: bool) -> Cell:
         return self.cells.get((method, dataset, metric.column, au), EMPTY)
@@ -237,6 +238,9 @@ def build_table(frame: pl.DataFrame, layer: str = "layer5", method_order: Sequen
     if ok.is_empty():
         return table
     table.selected_on_test = "selection_split" in ok.columns and (ok["selection_split"] == "test").any()
+    if "cam_kind" in ok.columns:
+        agnostic = ok.filter(pl.col("cam_kind") == "class-agnostic")
+        table.agnostic_cams = sorted(set(agnostic["title"].to_list())) if "title" in ok.columns else []
 
     seen: dict[tuple, str] = {}
     info: dict[str, tuple[str, str]] = {}
@@ -381,6 +385,9 @@ def footnotes(table: Table) -> list[str]:
         notes.append(f"{MISSING} no result: " + "; ".join(table.missing) + ".")
     if table.failed:
         notes.append("Failed trials: " + "; ".join(table.failed) + ".")
+    if table.agnostic_cams and "cam_cos" in [m.column for m in table.metrics]:
+        notes.append("CAM-COS of " + ", ".join(table.agnostic_cams) + " uses a class-agnostic map (the method has "
+                     "no class CAM; the paper prints —).")
     if table.selected_on_test:
         notes.append("Some models were selected on the test split (train.select_on=test), as the paper's code did.")
     if table.reference is not None:

@@ -251,7 +251,7 @@ def fit(s: Session, reporter: Reporter | None = None, checkpoint: "Path | None" 
 def run_trial(spec: TrialSpec, store: RunStore, reporter: Reporter | None = None) -> dict[str, Any]:
     """Train and evaluate one grid cell, write its record atomically, and return it."""
     started = time.perf_counter()
-    config = resolve(spec.profile, list(spec.overrides), spec.dataset)
+    config = resolve(spec.profile, list(spec.overrides), spec.dataset, spec.method)
     session = build_session(spec.method, spec.dataset, spec.seed, config, spec.au)
     t, model, device, data, step = config.train, session.model, session.device, session.data, session.step
     align_layers = session.align_layers
@@ -274,7 +274,7 @@ def run_trial(spec: TrialSpec, store: RunStore, reporter: Reporter | None = None
     rows = []
     for method in evaluated:
         rows.append({
-            "method": method.name, "title": method.title, "family": method.family,
+            "method": method.name, "title": method.title, "family": method.family, "cam_kind": method.cam_kind,
             "alignment_layers": ",".join(align_layers), "selection_split": t.select_on,
             "best_epoch": best_epoch, "selection_cl": best_acc, "config_hash": config.digest(),
             "data_fingerprint": data.fingerprint, "skipped_images": sum(data.skipped.values()),

@@ -65,7 +65,7 @@ def _trainable(config: dict) -> None:
     torch.set_num_threads(config["threads"])
     sampled = [(k, config[k]) for k in ("au.weight", "au.layers", "train.lr")]
     overrides = [*config["overrides"], *sampled, ("train.select_on", "val"), ("train.checkpoint", False)]
-    cfg = resolve(config["profile"], overrides, config["dataset"])
+    cfg = resolve(config["profile"], overrides, config["dataset"], config["method"])
     session = build_session(config["method"], config["dataset"], config["seed"], cfg, align=True)
     needs_att = config["objective"] != "cl"
     val = _host_tensors(session.data.val, session.device)
@@ -98,7 +98,7 @@ def run_tune(request: TuneRequest, out_dir: Path, *, cpus_per_trial: float, gpus
     from bench.executors import check_gpus, init_ray
     from bench.store import atomic_write_text
 
-    base = resolve(request.profile, list(request.overrides), request.dataset)
+    base = resolve(request.profile, list(request.overrides), request.dataset, request.method)
     init_ray(address)
     check_gpus(gpus_per_trial)
     param_space = {

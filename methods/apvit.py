@@ -175,6 +175,7 @@ class APViT(Method):
     name = "apvit"
     title = "APViT"
     family = "transformer"
+    cam_kind = "class-agnostic"
     alignment_layers = ("stage3",)
 
     @dataclass(frozen=True)

@@ -59,6 +59,9 @@ class Method:
     alignment_layers: ClassVar[tuple[str, ...]] = ("layer5",)
     #: Whether the model's forward uses the labels (at train and eval), e.g. ACoL's erasing.
     needs_labels: ClassVar[bool] = False
+    #: "class" (a map per class) or "class-agnostic" (one map whatever the target, e.g. APViT's
+    #: attention): tables footnote CAM-COS of class-agnostic maps, which the paper prints as "—".
+    cam_kind: ClassVar[str] = "class"
 
     @dataclass(frozen=True)
     class Config:

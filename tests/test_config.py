@@ -54,3 +54,10 @@ def test_typo_in_a_dataset_table_is_an_error(tmp_path):
     bad.write_text("[train]\nepochs = 1\n[datasets.rafdb.train]\nepochz = 3\n")
     with pytest.raises(UserError, match=r"unknown option train.epochz \(in .*datasets.rafdb"):
         resolve(str(bad))
+
+
+def test_per_method_tables_apply_to_trials_of_that_method():
+    assert resolve("paper", method="cam").train.optimizer == "sgd"
+    tscam = resolve("paper", dataset="affectnet", method="tscam")
+    assert (tscam.train.optimizer, tscam.train.lr, tscam.au.weight) == ("adamw", 5e-5, 9.0)
+    assert resolve("paper", [("train.lr", 0.1)], method="tscam").train.lr == 0.1          # --set wins
