@@ -137,7 +137,7 @@ def methods() -> None:
 def perf(
     profile: str = typer.Option("demo", help="Profile whose model, image size and batch are measured."),
     method: str = typer.Option("cam", help="Method to measure."),
-    steps: int = typer.Option(20, help="Timed steps per variant (after warm-up)."),
+    steps: int = typer.Option(8, help="Timed steps per variant and round (5 interleaved rounds, fastest kept)."),
     extractor: str = typer.Option("gradcam", help="CAM extractor for the evaluation measurement ('' to skip)."),
     set_: List[str] = typer.Option([], "--set", help="Override a config field: key=value."),
 ) -> None:

@@ -38,3 +38,19 @@ def test_shortcut_patch_only_in_train():
     plain = SyntheticOptions(image_size=32, shortcut=0.0)
     assert not np.array_equal(generate("train", 14, 0, opts).images, generate("train", 14, 0, plain).images)
     assert np.array_equal(generate("test", 14, 0, opts).images, generate("test", 14, 0, plain).images)
+
+
+def test_generated_faces_are_cached_on_disk_and_reloaded(tmp_path, monkeypatch):
+    import bench.data.synthetic_dataset as ds
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
+    first = ds._splits.__wrapped__(32, (14, 7, 7), 0.5, 5)
+    (path,) = (tmp_path / "synthetic").glob("*.npz")
+    monkeypatch.setattr(ds, "generate", lambda *a, **k: (_ for _ in ()).throw(AssertionError("regenerated")))
+    again = ds._splits.__wrapped__(32, (14, 7, 7), 0.5, 5)
+    assert again.fingerprint == first.fingerprint
+    assert np.array_equal(again.train.landmarks, first.train.landmarks)
+    path.write_bytes(b"torn")                                   # unreadable -> generated again
+    monkeypatch.undo()
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
+    assert ds._splits.__wrapped__(32, (14, 7, 7), 0.5, 5).fingerprint == first.fingerprint
