@@ -85,6 +85,14 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, needle):
     assert needle in out.stderr and out.stderr.strip().count("\n") == 0
 
 
+def test_asking_for_gpus_the_cluster_lacks_is_an_error_at_launch(tmp_path):
+    out = bench("run", "--profile", "smoke", "--gpus-per-trial", "64", "--results-dir", str(tmp_path))
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "--gpus-per-trial 64.0 but the Ray cluster has" in out.stderr
+    assert out.stderr.strip().count("\n") == 1        # the run header, then the one-line error
+    assert not list((tmp_path / "smoke" / "trials").glob("*.json"))
+
+
 def test_table_without_runs(tmp_path):
     out = bench("table", "--results-dir", str(tmp_path))
     assert out.returncode == 2 and "no runs under" in out.stderr
