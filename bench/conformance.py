@@ -16,7 +16,7 @@ from au import alignment_loss, get_codebook, render_au_maps
 from bench.config import Config, build_config
 from bench.data.synthetic import SyntheticOptions, generate
 from bench.data.transforms import to_input
-from bench.train import TrainStep, feature_sizes, make_method
+from bench.train import TrainStep, feature_sizes, make_method, model_options
 from methods import Batch, Method, get_method
 
 NUM_CLASSES = 7
@@ -51,8 +51,6 @@ def toy(name: str, seed: int = 0, batch: int = 8, overrides: dict | None = None)
     config = build_config(raw, f"conformance options of {name}")
     torch.manual_seed(seed)
     method = make_method(name, config)
-    from bench.train import model_options
-
     model = method.build(NUM_CLASSES, method.make_backbone(model_options(config)))
     faces = generate("test", batch, seed, SyntheticOptions(image_size=size))
     layers = tuple(config.au.layers) or method.alignment_layers

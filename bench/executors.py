@@ -28,7 +28,6 @@ RAY_ENV = {
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     "RAY_DEDUP_LOGS": "0",
     "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1",   # CPU-only trials must not see the GPUs
-    "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"),
 }
 
 

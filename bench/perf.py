@@ -31,6 +31,7 @@ class PerfResult:
     batch: int
     image_size: int
     seconds: dict[str, float]
+    extractor: str = ""           # the gradient CAM of the evaluation measurement, if any
 
     @property
     def ratios(self) -> dict[str, float]:
@@ -43,8 +44,6 @@ class PerfResult:
         if "evaluation" in s:
             ratios[f"evaluation ({self.extractor}) / inference"] = s["evaluation"] / s["inference"]
         return ratios
-
-    extractor: str = ""
 
 
 ROUNDS = 5

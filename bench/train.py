@@ -22,6 +22,7 @@ from au import alignment_loss, get_codebook, render_au_maps
 from bench.config import Config, method_options, resolve
 from bench.data import load_dataset
 from bench.data.cache import missing_landmarks
+from bench.data.placement import gather, place
 from bench.data.transforms import augment
 from bench.evaluate import accuracy, evaluate
 from bench.provenance import provenance
@@ -129,13 +130,6 @@ class TrainStep:
         return loss.detach()
 
 
-def _host_tensors(arrays, device: torch.device):
-    images = torch.from_numpy(arrays.images)
-    if device.type == "cuda":
-        images = images.pin_memory()
-    return images, torch.from_numpy(arrays.labels), torch.from_numpy(arrays.landmarks)
-
-
 def _save_checkpoint(path, state: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -199,8 +193,8 @@ def fit(s: Session, reporter: Reporter | None = None, checkpoint: "Path | None" 
     ``epoch_metrics`` adds metrics to each epoch's report (``bench tune``: validation ATT-COS).
     """
     t, model, device = s.config.train, s.model, s.device
-    train_x, train_y, train_lm = _host_tensors(s.data.train, device)
-    sel_x, sel_y, _ = _host_tensors(s.data.split(t.select_on), device)
+    train_x, train_y, train_lm = place(s.data.train, device)
+    sel_x, sel_y, _ = place(s.data.split(t.select_on), device)
     start_epoch, best_acc, best_state, best_epoch, history = 0, -1.0, None, -1, []
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
@@ -218,12 +212,12 @@ def fit(s: Session, reporter: Reporter | None = None, checkpoint: "Path | None" 
     for epoch in range(start_epoch, t.epochs):
         epoch_start = time.perf_counter()
         model.train()
-        order = torch.randperm(n, generator=s.generator)
+        order = torch.randperm(n, generator=s.generator).to(train_x.device)   # one copy per epoch
         loss_sum = torch.zeros((), device=device)
         for b in range(n_batches):
             idx = order[b * t.batch_size:(b + 1) * t.batch_size]
-            loss_sum += s.step(train_x[idx].to(device, non_blocking=True), train_y[idx].to(device, non_blocking=True),
-                               train_lm[idx].to(device, non_blocking=True))
+            loss_sum += s.step(gather(train_x, idx, device), gather(train_y, idx, device),
+                               gather(train_lm, idx, device))
         s.scheduler.step()
         acc = accuracy(model, s.trained.needs_labels, sel_x, sel_y, batch_size=t.eval_batch_size, device=device,
                        channels_last=s.step.channels_last)
@@ -264,7 +258,7 @@ def run_trial(spec: TrialSpec, store: RunStore, reporter: Reporter | None = None
     if best_state is not None:
         model.load_state_dict(best_state)
     eval_start = time.perf_counter()
-    test_x, test_y, test_lm = _host_tensors(data.test, device)
+    test_x, test_y, test_lm = place(data.test, device)
     figure_maps: dict[str, np.ndarray] = {}   # filled by the same evaluation pass (Fig. 1 arrays)
     metrics = evaluate(model, evaluated, test_x, test_y, test_lm, codebook=get_codebook(config.au.codebook),
                        edge=config.au.edge, class_names=data.class_names, batch_size=t.eval_batch_size,

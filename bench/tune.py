@@ -60,7 +60,8 @@ def _trainable(config: dict) -> None:
     from au import get_codebook
     from bench.config import resolve
     from bench.evaluate import evaluate
-    from bench.train import _host_tensors, build_session, fit
+    from bench.data.placement import place
+    from bench.train import build_session, fit
 
     torch.set_num_threads(config["threads"])
     sampled = [(k, config[k]) for k in ("au.weight", "au.layers", "train.lr")]
@@ -68,7 +69,7 @@ def _trainable(config: dict) -> None:
     cfg = resolve(config["profile"], overrides, config["dataset"], config["method"])
     session = build_session(config["method"], config["dataset"], config["seed"], cfg, align=True)
     needs_att = config["objective"] != "cl"
-    val = _host_tensors(session.data.val, session.device)
+    val = place(session.data.val, session.device)
 
     def val_attention(s, epoch) -> dict[str, float]:
         if not needs_att:

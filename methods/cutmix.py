@@ -84,7 +84,9 @@ class CutMix(Method):
             return batch
         rng = np.random.default_rng(int(u[1] * 2**31))
         lam = float(rng.beta(self.config.beta, self.config.beta))
-        perm = torch.randperm(batch.images.shape[0], generator=generator).to(batch.images.device)
+        perm = torch.randperm(batch.images.shape[0], generator=generator)
+        device = batch.images.device
+        perm = perm.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else perm
         return cutmix(batch, random_box(lam, u[2], u[3]), perm)
 
     def loss(self, output: Output, batch: Batch) -> torch.Tensor:

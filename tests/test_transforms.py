@@ -55,3 +55,16 @@ def test_identity_augmentation_keeps_image_and_landmarks(template_landmarks):
     x, out = augment(img, lm, g, flip=0.0, rotation=0.0, crop_scale=1.0, jitter=0.0)
     torch.testing.assert_close(x, to_input(img), atol=1e-4, rtol=0)
     torch.testing.assert_close(out, lm, atol=1e-4, rtol=0)
+
+
+def test_cpu_placement_shares_the_decoded_arrays_and_gathers_by_index():
+    import numpy as np
+
+    from bench.data.placement import gather, place
+    from bench.data.synthetic import Arrays
+
+    arrays = Arrays(np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3), np.array([3, 5]),
+                    np.zeros((2, 68, 2), np.float32))
+    images, labels, _ = place(arrays, torch.device("cpu"))
+    assert images.data_ptr() == torch.from_numpy(arrays.images).data_ptr()      # no copy on the CPU
+    assert gather(labels, torch.tensor([1, 1, 0]), torch.device("cpu")).tolist() == [5, 5, 3]

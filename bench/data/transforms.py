@@ -9,22 +9,33 @@ device is an async copy, not a sync.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 
 from au.landmarks import MIRROR
+from bench.data.placement import to_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+@lru_cache(maxsize=8)
+def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet statistics on ``device``, made once (a per-step host copy would sync)."""
+    return (torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1),
+            torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
+
+
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    mean, std = _mean_std(x.device)
+    return (x - mean) / std
+
+
 def to_input(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> normalised float (B, 3, H, W)."""
-    x = images.permute(0, 3, 1, 2).float().div_(255)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    x = (x - mean) / std
+    x = normalise(images.permute(0, 3, 1, 2).float().div_(255))
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -66,14 +77,13 @@ def augment(images: torch.Tensor, landmarks: torch.Tensor, generator: torch.Gene
     device = images.device
     theta, flipped = random_affine(B, flip, rotation, crop_scale, generator)
     gain = 1 + (torch.rand(B, 2, generator=generator) * 2 - 1) * jitter
-    theta, flipped, gain = theta.to(device), flipped.to(device), gain.to(device)
+    theta, flipped, gain = (to_device(t, device) for t in (theta, flipped, gain))
     x = images.permute(0, 3, 1, 2).float().div_(255)
     grid = F.affine_grid(theta, [B, 3, H, W], align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     x = ((x - mean) * gain[:, 1, None, None, None] + mean * gain[:, 0, None, None, None]).clamp_(0, 1)
-    x = (x - torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)) / torch.tensor(
-        IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    x = normalise(x)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x, warp_landmarks(landmarks, theta, flipped, (H, W))
