@@ -1,6 +1,8 @@
 # Two commands: `make run` (demo) and `make test`. The install step re-runs only when
-# pyproject.toml changes (the stamp file tracks it).
+# pyproject.toml changes (the stamp file tracks it). `make run SEEDS=0,1,2` runs several seeds
+# (the table then shows mean ± std and the paired AU test).
 PYTHON ?= python3
+SEEDS  ?= 0
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -17,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(BIN)/bench run --methods all --datasets synthetic --profile demo
+	$(BIN)/bench run --methods all --datasets synthetic --profile demo --seeds $(SEEDS)
 	$(BIN)/bench table
 
 test: install

@@ -6,7 +6,11 @@ map for the metrics come from the same geometry: nothing is ever resampled.
 Soft edges: the reference blurs its 255-filled ellipses through a 28x28 round trip with a 3x3
 box filter, a ramp about three 28-grid cells wide (~0.4 inter-ocular distances on a typical crop).
 Here each ellipse gets a linear ramp of width ``edge``·s across its boundary (0.5 on the boundary,
-1 inside, 0 outside; default 0.35 s), and regions combine by pixel-wise max.
+1 inside, 0 outside; default 0.35 s), and regions combine by pixel-wise max. The ramp is measured
+along the ray from the centre: a point at normalised radius rho lies (D − d) inside the boundary,
+where d is its distance to the centre and D = d / rho the centre-to-boundary distance along that
+ray (exact for circles). At the centre itself (rho = 0) D is taken as the smaller semi-axis, so a
+region centred on a pixel centre reads 1 there.
 """
 from __future__ import annotations
 
@@ -50,10 +54,7 @@ def render_au_maps(
     AffectNet's optional Contempt), its landmarks are not finite, or none of its regions reaches
     inside the frame.
     """
-    H, W = image_size
-    h, w = out_size
     device = landmarks.device
-    B = landmarks.shape[0]
     finite = torch.isfinite(landmarks).flatten(1).all(1)
     lm = torch.where(finite[:, None, None], landmarks, torch.zeros_like(landmarks)).float()
     scale = inter_ocular_distance(lm).clamp_min(1e-3)
@@ -62,23 +63,44 @@ def render_au_maps(
     known = labels < mask.shape[0]          # classes beyond the codebook (AffectNet's Contempt) have no AUs
     active = mask[labels.clamp_max(mask.shape[0] - 1)] & known[:, None]  # (B, R)
 
-    # Output pixel centres in input-image pixel coordinates.
+    maps = render_ellipses(ellipses, active, edge * scale, image_size, out_size)
+    valid = finite & active.any(1) & (maps.flatten(1).amax(1) > 0)
+    maps = maps * valid[:, None, None]
+    return maps, valid
+
+
+def render_ellipses(
+    ellipses: torch.Tensor,
+    active: torch.Tensor,
+    ramp: torch.Tensor,
+    image_size: tuple[int, int],
+    out_size: tuple[int, int],
+) -> torch.Tensor:
+    """Soft axis-aligned ellipses combined by max, (B, h, w) in [0, 1].
+
+    ellipses: (B, R, 4) as (cx, cy, semi_x, semi_y) in pixel-centre coordinates of an image of
+        ``image_size`` = (H, W); active: (B, R) bool, which regions to draw; ramp: (B,) width of the
+        soft edge in the same pixels. Output pixel centres are mapped into the input image, so any
+        ``out_size`` samples the same geometry.
+    """
+    H, W = image_size
+    h, w = out_size
+    device = ellipses.device
+    B = ellipses.shape[0]
     ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * (H / h) - 0.5
     xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * (W / w) - 0.5
-    ramp = (edge * scale)[:, None, None]                                # (B,1,1)
+    ramp = ramp.to(torch.float32)[:, None, None]                        # (B,1,1)
 
     maps = torch.zeros(B, h, w, device=device)
     for r in range(ellipses.shape[1]):
         cx, cy, ax, ay = (ellipses[:, r, k][:, None, None] for k in range(4))
+        ax, ay = ax.clamp_min(1e-3), ay.clamp_min(1e-3)
         dx = xs[None, None, :] - cx                                      # (B,1,w)
         dy = ys[None, :, None] - cy                                      # (B,h,1)
-        rho = torch.sqrt((dx / ax.clamp_min(1e-3)) ** 2 + (dy / ay.clamp_min(1e-3)) ** 2)
+        rho = torch.sqrt((dx / ax) ** 2 + (dy / ay) ** 2)
         dist = torch.sqrt(dx ** 2 + dy ** 2)
-        # Signed distance to the boundary along the ray from the centre (exact for circles).
-        signed = dist * (1 - rho) / rho.clamp_min(1e-6)
-        value = (0.5 + signed / ramp).clamp(0, 1) * active[:, r, None, None]
+        # Centre-to-boundary distance along the ray through the pixel; the smaller semi-axis at the centre.
+        reach = torch.where(rho > 0, dist / rho.clamp_min(1e-12), torch.minimum(ax, ay))
+        value = (0.5 + (reach - dist) / ramp).clamp(0, 1) * active[:, r, None, None]
         maps = torch.maximum(maps, value)
-
-    valid = finite & active.any(1) & (maps.flatten(1).amax(1) > 0)
-    maps = maps * valid[:, None, None]
-    return maps, valid
+    return maps

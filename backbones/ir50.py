@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from backbones.base import Backbone, PretrainedWeightsError
-from backbones.registry import register_backbone
+from backbones.registry import register_backbone, split_tag
 
 IR50_UNITS = (3, 4, 14, 3)
 IR50_WIDTHS = (64, 128, 256, 512)
@@ -55,8 +55,8 @@ class IR50(Backbone):
         units, widths = tuple(units)[:stages], tuple(widths)[:stages]
         if pretrained and not pretrained_path:
             raise PretrainedWeightsError(
-                "IR-50 MS1M weights are not on any model hub; give the file "
-                "(backbone_ir50_ms1m_epoch120.pth from face.evoLVe) as a path")
+                "IR-50 MS1M weights are not on any model hub; download backbone_ir50_ms1m_epoch120.pth "
+                "(face.evoLVe's model zoo) and give it with --set model.pretrained_path=FILE")
         stem = widths[0]      # 64 in IR-50: the stem is as wide as stage 1
         self.input_layer = nn.Sequential(nn.Conv2d(3, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem),
                                          nn.PReLU(stem))
@@ -110,6 +110,8 @@ class IR50(Backbone):
 
 @register_backbone("ir50")
 def ir50(name: str, **options) -> IR50:
+    if split_tag(name)[1]:
+        raise ValueError(f"{name}: IR-50 has no timm weight tags; give its weight file as model.pretrained_path")
     options.pop("large_maps", None)      # CNN options of the generic model section that IR-50 lacks
     width = options.pop("width", 1.0)
     if width != 1.0:

@@ -1,5 +1,8 @@
 """timm ResNet-18/34/50 exposing the paper's five feature levels.
 
+The name may carry a timm weight tag (``resnet50.tv_in1k``: torchvision's ImageNet weights, as the
+reference used; see ``backbones.registry``).
+
 Names follow the paper (and the reference's feature indices 1..5):
 ``layer1`` = stem (conv1+bn+relu, /2), ``layer2`` = maxpool+layer1 (/4), ``layer3`` = layer2 (/8),
 ``layer4`` = layer3 (/16), ``layer5`` = torchvision's ``layer4`` (/32), the paper's "layer 5".
@@ -16,7 +19,7 @@ import torch
 from torch import nn
 
 from backbones.base import Backbone, PretrainedWeightsError
-from backbones.registry import register_backbone
+from backbones.registry import check_timm_tag, register_backbone
 
 _BASE_CHANNELS = (64, 128, 256, 512)
 
@@ -91,4 +94,5 @@ class ResNetFeatures(Backbone):
 
 @register_backbone("resnet18", "resnet34", "resnet50")
 def resnet(name: str, **options) -> ResNetFeatures:
+    check_timm_tag(name)
     return ResNetFeatures(name=name, **options)

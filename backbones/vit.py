@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from backbones.base import Backbone, PretrainedWeightsError
-from backbones.registry import register_backbone
+from backbones.registry import check_timm_tag, register_backbone
 
 VIT_MODELS = ("deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224",
               "vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224")
@@ -45,6 +45,7 @@ class ViTFeatures(Backbone):
     def __init__(self, name: str = "deit_small_patch16_224", pretrained: bool = False,
                  pretrained_path: str | None = None, img_size: int = 224, **kwargs):
         super().__init__()
+        check_timm_tag(name)
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         try:
             self.vit = timm.create_model(

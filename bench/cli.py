@@ -6,17 +6,18 @@ and makes ``bench run`` exit 1 after the rest of the sweep has finished.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.console import Console
+from typer import TyperException
 
 from bench.errors import UserError, is_user_error, one_line
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Benchmark CAM methods for facial expression recognition with and without AU alignment.")
+app = typer.Typer(add_completion=False, no_args_is_help=True)
 console = Console(stderr=True, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
 
@@ -32,105 +33,181 @@ def _seeds(value: str) -> list[int]:
         raise UserError(f"bad --seeds {value!r}: expected integers like 0,1,2") from None
 
 
-@app.command()
+RUN_HELP = """Train and evaluate every (method, dataset, AU, seed) cell; finished cells are skipped.
+
+\b
+Datasets: synthetic (no download), rafdb, affectnet, folder (see README, Datasets).
+Data root: --data-root DIR, or $BENCH_DATA; decoded images are cached under $BENCH_CACHE
+(default ~/.cache/au-cam-bench). Profiles: demo, smoke, paper, paper-dry, or a .toml file.
+`bench run --list-settings` lists every --set key with its value in the chosen profile.
+"""
+
+
+@app.command(help=RUN_HELP)
 def run(
-    methods: str = typer.Option("cam", help="Comma-separated method names, or 'all'."),
-    datasets: str = typer.Option("synthetic", help="Comma-separated dataset names."),
+    methods: str = typer.Option("cam", help="Comma-separated method names, or 'all' (see `bench methods`)."),
+    datasets: str = typer.Option("synthetic", help="Comma-separated: synthetic, rafdb, affectnet, folder."),
     au: str = typer.Option("both", help="AU alignment: off | on | both."),
     seeds: str = typer.Option("0", help="Comma-separated seeds."),
-    profile: str = typer.Option("demo", help="Profile name (bench/profiles) or a .toml path."),
+    profile: str = typer.Option("demo", help="Profile: demo | smoke | paper | paper-dry, or a .toml path."),
     data_root: Optional[Path] = typer.Option(None, help="Dataset root (sets data.root; default $BENCH_DATA)."),
-    set_: List[str] = typer.Option([], "--set", help="Override a config field: key=value (repeatable)."),
+    set_: List[str] = typer.Option([], "--set", help="Override a setting: key=value, repeatable (see --list-settings)."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML file of overrides (e.g. bench tune's best.toml); --set wins."),
     executor: str = typer.Option("ray", help="ray | local (in-process, for debugging)."),
     results_dir: Path = typer.Option(Path("results"), help="Where run folders live."),
     run_name: Optional[str] = typer.Option(None, help="Run folder name (default: the profile name)."),
-    cpus_per_trial: float = typer.Option(1.0, help="Ray: CPUs per trial."),
+    cpus_per_trial: float = typer.Option(1.0, help="CPUs (and torch threads) per trial."),
     gpus_per_trial: float = typer.Option(0.0, help="Ray: GPUs per trial (fractional allowed, e.g. 0.5)."),
     max_concurrent: int = typer.Option(0, help="Ray: most trials at once (0: as resources allow)."),
     address: Optional[str] = typer.Option(None, help="Ray: join a cluster (auto | ray://host:port)."),
     max_failures: int = typer.Option(0, help="Ray: retry a failing trial this many times (it resumes from its checkpoint)."),
     share: bool = typer.Option(True, "--share/--no-share", help="Post-hoc extractors reuse the model they train like."),
+    eval_: str = typer.Option("base", "--eval", help="base (CL, CAM-COS, ATT-COS) | extended (+ faithfulness, sanity, AU localisation)."),
+    log: List[str] = typer.Option([], help="Ray: stream metrics to tensorboard | mlflow | wandb (repeatable or comma-separated)."),
+    list_settings: bool = typer.Option(False, "--list-settings", help="List every --set key with its value in --profile, then exit."),
 ) -> None:
-    """Train and evaluate every (method, dataset, AU, seed) cell; finished cells are skipped."""
-    from bench.config import parse_override, resolve
-    from bench.data import dataset_names
+    from bench.config import parse_override
+    from bench.tune import config_overrides
+
+    if list_settings:
+        from bench.settings_help import settings_table
+
+        sys.stdout.write(settings_table(profile))
+        return
+    method_list, dataset_list, au_modes, seed_list = _grid_arguments(methods, datasets, au, seeds)
+    if executor not in ("ray", "local"):
+        raise UserError(f"bad --executor {executor!r}: expected ray or local")
+    if eval_ not in ("base", "extended"):
+        raise UserError(f"bad --eval {eval_!r}: expected base or extended")
+    log_kinds = _split(",".join(log))
+    if log_kinds and executor != "ray":
+        raise UserError("--log streams through Ray Tune's logger callbacks: use it with --executor ray")
+    if cpus_per_trial <= 0:
+        raise UserError(f"bad --cpus-per-trial {cpus_per_trial:g}: expected a positive number")
+    file_overrides = config_overrides(config_file) if config_file is not None else []
+    overrides = tuple(file_overrides) + tuple(parse_override(item) for item in set_)
+    if eval_ == "extended":
+        overrides += (("eval.extended", True),)
+    overrides += _data_root_override(data_root, dataset_list, overrides)
+    callbacks_for = None
+    if log_kinds:
+        from bench.tracking import tune_callbacks
+
+        callbacks_for = lambda run_dir: tune_callbacks(log_kinds, run_dir)   # noqa: E731 - checked below
+        callbacks_for(results_dir.resolve() / "_check")                      # a missing extra: one line, now
     from bench.executors import LocalExecutor, RayExecutor
-    from bench.spec import expand_grid
+    from bench.preflight import plan_sweep
     from bench.store import RunStore
+
+    if executor == "ray":
+        runner = RayExecutor(console, cpus_per_trial, gpus_per_trial, max_concurrent, address, max_failures)
+        if gpus_per_trial > 0:
+            runner.check_resources()      # GPUs the cluster lacks: one line now, not after the planning
+    else:
+        runner = LocalExecutor(console, int(max(1, cpus_per_trial)))
+
+    # A profile given as a file travels to workers as an absolute path (Tune changes their cwd).
+    profile_key = str(Path(profile).resolve()) if profile.endswith(".toml") else profile
+    with console.status("planning the sweep") as status:
+        plan = plan_sweep(method_list, dataset_list, au_modes, seed_list, profile_key, overrides, share,
+                          say=lambda line: status.update(line))
+    for note in plan.notes:
+        console.print(note, highlight=False)
+    specs = plan.specs
+    run_dir = results_dir / (run_name or Path(profile).stem)
+    _warn_other_settings(run_dir, specs[0].setting)
+    store = RunStore(run_dir)
+    done = store.finished_ids()
+    todo = [s for s in specs if s.id not in done]
+    console.print(f"run [bold]{run_dir}[/] (setting {specs[0].setting}): {len(specs)} trials, "
+                  f"{len(specs) - len(todo)} already finished, {len(todo)} to run ({executor})")
+    outcomes = []
+    if todo:
+        if callbacks_for is not None:
+            runner.callbacks = callbacks_for(run_dir.resolve())
+        outcomes = runner.run(todo, run_dir)
+    failed = [o for o in outcomes if o.status != "ok"]
+    console.print(f"done: {len(outcomes) - len(failed)} trained, {len(specs) - len(todo)} skipped (finished), "
+                  f"{len(failed)} failed")
+    for o in failed:
+        console.print(f"[red]failed[/] {o.spec.label}: {o.error}", highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _grid_arguments(methods: str, datasets: str, au: str, seeds: str):
+    """The grid's axes from the command line, each name checked (one line on a typo)."""
+    from bench.data import dataset_names
     from methods import get_method, method_names
 
     method_list = method_names() if methods.strip() == "all" else _split(methods)
+    if not method_list:
+        raise UserError("--methods is empty: give method names (see `bench methods`) or 'all'")
     for name in method_list:
         get_method(name)
     dataset_list = _split(datasets)
+    if not dataset_list:
+        raise UserError(f"--datasets is empty: give one or more of {', '.join(dataset_names())}")
     for name in dataset_list:
         if name not in dataset_names():
             raise UserError(f"unknown dataset {name!r}; known datasets: {', '.join(dataset_names())}")
     modes = {"off": [False], "on": [True], "both": [False, True]}
     if au not in modes:
         raise UserError(f"bad --au {au!r}: expected off, on or both")
-    if executor not in ("ray", "local"):
-        raise UserError(f"bad --executor {executor!r}: expected ray or local")
-    from bench.tune import config_overrides
+    seed_list = _seeds(seeds)
+    if not seed_list:
+        raise UserError("--seeds is empty: give integers like 0,1,2")
+    return method_list, dataset_list, modes[au], seed_list
 
-    file_overrides = config_overrides(config_file) if config_file is not None else []
-    overrides = tuple(file_overrides) + tuple(parse_override(item) for item in set_)
-    if data_root is not None:   # absolute: Ray workers run in other folders
-        overrides += (("data.root", str(data_root.resolve())),)
-    from bench.data.cache import preflight
-    from bench.spec import group_methods
 
-    trained = [train for train, _ in group_methods(method_list, share)]
-    configs = {(ds, m): resolve(profile, list(overrides), ds, m) for ds in dataset_list for m in {*trained, *method_list}}
-    for ds in dataset_list:   # missing data, bad layout, no landmarks: one line before any trial
-        preflight(ds, configs[ds, trained[0]].data)
-    for config in configs.values():
-        for name in method_list:
-            try:
-                get_method(name).make_config(config.methods.get(name, {}))
-            except (TypeError, ValueError) as exc:
-                raise UserError(f"bad options for method {name!r}: {exc}") from None
-    # A profile given as a file travels to workers as an absolute path (Tune changes their cwd).
-    profile_key = str(Path(profile).resolve()) if profile.endswith(".toml") else profile
-    specs = expand_grid(method_list, dataset_list, modes[au], _seeds(seeds), profile_key, overrides,
-                        lambda ds, m: configs[ds, m].digest(), share)
-    run_dir = results_dir / (run_name or Path(profile).stem)
-    store = RunStore(run_dir)
-    done = store.finished_ids()
-    todo = [s for s in specs if s.id not in done]
-    console.print(f"run [bold]{run_dir}[/]: {len(specs)} trials, {len(specs) - len(todo)} already finished, "
-                  f"{len(todo)} to run ({executor})")
-    outcomes = []
-    if todo:
-        if executor == "local":
-            runner = LocalExecutor(console)
-        else:
-            runner = RayExecutor(console, cpus_per_trial, gpus_per_trial, max_concurrent, address, max_failures)
-        outcomes = runner.run(todo, run_dir)
-    failed = [o for o in outcomes if o.status != "ok"]
-    console.print(f"done: {len(outcomes) - len(failed)} trained, {len(specs) - len(todo)} skipped (finished), "
-                  f"{len(failed)} failed")
-    for o in failed:
-        console.print(f"[red]failed[/] {o.spec.label}: {o.error}")
-    if failed:
-        raise typer.Exit(1)
+def _data_root_override(data_root: Path | None, datasets: list[str], overrides: tuple) -> tuple:
+    """``data.root`` as an absolute path, from --data-root or $BENCH_DATA, for datasets that read
+    files: Ray workers run in other folders (and on other nodes, with other environments), and the
+    root is part of each trial's identity."""
+    from bench.data.cache import CATALOGS
+
+    if data_root is not None:
+        if data_root.exists() and not data_root.is_dir():
+            raise UserError(f"--data-root {data_root} is a file; point it at the folder that holds the dataset")
+        return (("data.root", str(data_root.expanduser().resolve())),)
+    if any(key == "data.root" for key, _ in overrides) or not any(d in CATALOGS for d in datasets):
+        return ()
+    env = os.environ.get("BENCH_DATA", "").strip()
+    return (("data.root", str(Path(env).expanduser().resolve())),) if env else ()
+
+
+def _warn_other_settings(run_dir: Path, setting: str) -> None:
+    """A run folder filled by another command line (other profile or --set) gets a second setting:
+    say so, since tables of that folder then need --config to pick one."""
+    from bench.run_configs import settings_in_run
+
+    others = [s for s in settings_in_run(run_dir) if s.setting != setting] if (run_dir / "trials").is_dir() else []
+    if others:
+        names = ", ".join(f"{s.setting} ({s.description})" for s in others)
+        console.print(f"[yellow]warning:[/] {run_dir} already holds results of another setting: {names}; this run adds "
+                      f"setting {setting}. Tables of this folder pick one with --config, or use --run-name to keep "
+                      "them apart", highlight=False)
 
 
 @app.command()
 def methods() -> None:
-    """List the registered methods with their family and defaults."""
+    """List the registered methods: family, defaults and where each comes from (a skipped plugin
+    gets one warning line; `bench check-plugin NAME` shows its full error)."""
     from rich.table import Table as RichTable
 
-    from methods import all_methods
+    from methods import all_methods, plugin_origin
 
     t = RichTable(title="registered methods")
-    for col in ("name", "title", "family", "trains like", "alignment layers", "defaults"):
+    for col in ("name", "title", "family", "trains like", "alignment layers", "defaults", "from"):
         t.add_column(col)
     for name, cls in all_methods().items():
         defaults = ", ".join(f"{k}={v}" for k, v in cls.defaults().items()) or "-"
-        t.add_row(name, cls.title, cls.family, cls.trains_like or "-", ",".join(cls.alignment_layers), defaults)
-    stdout.print(t)
+        origin = plugin_origin(cls)
+        t.add_row(name, cls.title, cls.family, cls.trains_like or "-", ",".join(cls.alignment_layers), defaults,
+                  f"{origin['distribution']} {origin['version']}")
+    # Piped output keeps every value whole (rich would fit the table into 80 columns).
+    out = stdout if stdout.is_terminal else Console(highlight=False, soft_wrap=True, width=10_000)
+    out.print(t)
 
 
 @app.command()
@@ -140,19 +217,21 @@ def perf(
     steps: int = typer.Option(8, help="Timed steps per variant and round (5 interleaved rounds, fastest kept)."),
     extractor: str = typer.Option("gradcam", help="CAM extractor for the evaluation measurement ('' to skip)."),
     set_: List[str] = typer.Option([], "--set", help="Override a config field: key=value."),
+    extended: int = typer.Option(0, "--extended", help="Also time the extended evaluation on N test faces (0: skip)."),
 ) -> None:
     """Speed ratios against a bare PyTorch loop, on the same model and batch."""
     from bench.config import parse_override, resolve
     from bench.perf import measure, render
 
     config = resolve(profile, [parse_override(s) for s in set_])
-    stdout.print(render(measure(config, method, steps, extractor or None)))
+    stdout.print(render(measure(config, method, steps, extractor or None, extended_sample=extended)))
 
 
 def _register_commands() -> None:
     """Commands that live in their own modules (one concern per file)."""
-    from bench import cli_landmarks, cli_plugins, cli_report, cli_tune
+    from bench import cli_cache, cli_landmarks, cli_plugins, cli_report, cli_tune
 
+    cli_cache.register(app)
     cli_landmarks.register(app)
     cli_report.register(app)
     cli_plugins.register(app)
@@ -162,15 +241,52 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            stdout.print(f"au-cam-bench {version('au-cam-bench')}")
+        except PackageNotFoundError:
+            stdout.print("au-cam-bench (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Benchmark CAM methods for facial expression recognition with and without AU alignment.
+
+    Environment: BENCH_DATA (dataset root), BENCH_CACHE (decoded-image cache), BENCH_PLUGINS
+    (plugin modules to import).
+    """
+
+
+def _usage_error(exc: Exception) -> str:
+    """One line for a command-line mistake (typer bundles its own click, so catch its classes)."""
+    ctx = getattr(exc, "ctx", None)
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    hint = f" (try '{ctx.command_path} --help')" if ctx is not None else " (try 'bench --help')"
+    return f"{one_line(message)}{hint}"
+
+
 def main() -> None:
-    import click
+    from typer._click.exceptions import NoArgsIsHelpError   # typer's bundled click: no public path
 
     try:
-        code = app(standalone_mode=False)
-    except click.ClickException as exc:   # usage errors: bad option, missing value
-        exc.show()
+        code = app(standalone_mode=False, prog_name="bench")
+    except NoArgsIsHelpError as exc:          # `bench` or `bench <group>` alone: the help, then exit 2
+        sys.stderr.write(exc.format_message() + "\n")
         sys.exit(2)
-    except click.exceptions.Abort:
+    except typer.Abort:
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except TyperException as exc:             # bad option, missing value, unknown command, bad number
+        console.print(f"[red]error:[/] {_usage_error(exc)}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:
         if not is_user_error(exc):

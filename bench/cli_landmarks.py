@@ -17,6 +17,7 @@ from bench.errors import UserError
 console = Console(stderr=True, soft_wrap=True)
 FLUSH_EVERY = 256
 FLUSH_SECONDS = 30.0
+SHOW_UNREADABLE = 20         # unreadable files named in the summary (all are in the returned dict)
 
 
 def register(app: typer.Typer) -> None:
@@ -47,6 +48,12 @@ def landmarks(
     console.print(f"{dataset}: {summary['images']} images in {summary['cache']}: {summary['found']} found, "
                   f"{summary['missed']} missed, {summary['several']} with several faces "
                   f"({summary['new']} detected now, {summary['unreadable']} unreadable)")
+    shown = summary["unreadable_paths"][:SHOW_UNREADABLE]
+    for path, error in shown:
+        console.print(f"  unreadable: {path}: {error}")
+    if summary["unreadable"] > len(shown):
+        console.print(f"  ... and {summary['unreadable'] - len(shown)} more unreadable (rerun after repairing them; "
+                      "they are retried, never cached)")
 
 
 def extract(catalog, dataset: str, detector_name: str, device: str = "cpu", progress: bool = True) -> dict:
@@ -62,7 +69,7 @@ def extract(catalog, dataset: str, detector_name: str, device: str = "cpu", prog
     done = cache.ids()
     items = {it.id: it for split in catalog.splits.values() for it in split}
     todo = [it for key, it in sorted(items.items()) if key not in done]
-    unreadable = 0
+    unreadable: list[tuple[str, str]] = []
     if todo:
         try:
             detector = make_detector(detector_name, device)
@@ -80,8 +87,8 @@ def extract(catalog, dataset: str, detector_name: str, device: str = "cpu", prog
                 try:
                     with Image.open(item.path) as im:
                         image = np.asarray(im.convert("RGB"))
-                except Exception:       # unreadable: left out of the cache, so a later run retries it
-                    unreadable += 1
+                except Exception as exc:       # unreadable: left out of the cache, so a later run retries it
+                    unreadable.append((str(item.path), " ".join(f"{type(exc).__name__}: {exc}".split())))
                     bar.advance(task)
                     continue
                 region = item.box if item.box is not None and np.isfinite(item.box).all() else None
@@ -97,4 +104,5 @@ def extract(catalog, dataset: str, detector_name: str, device: str = "cpu", prog
                 cache.append(ids, np.stack(points), faces)
         cache.compact()
     summary = cache.summary()
-    return {**summary, "new": len(todo) - unreadable, "unreadable": unreadable, "cache": str(cache.directory)}
+    return {**summary, "new": len(todo) - len(unreadable), "unreadable": len(unreadable),
+            "unreadable_paths": unreadable, "cache": str(cache.directory)}

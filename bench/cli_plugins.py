@@ -1,11 +1,15 @@
-"""``bench check-plugin``: run the conformance suite on any installed method plugin."""
+"""``bench check-plugin``: registration checks and the conformance suite on any method plugin.
+
+The target is a registered name, an entry point or ``BENCH_PLUGINS`` module that was skipped (then
+its full error is shown), or ``module[:Class]`` to import (from the current folder too).
+"""
 from __future__ import annotations
 
-import importlib
 import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bench.errors import UserError
@@ -13,52 +17,92 @@ from bench.errors import UserError
 console = Console(soft_wrap=True, highlight=False)
 
 
-def _resolve(target: str) -> str:
-    """A registered name, or ``package.module[:Class]`` to import (it registers its plugin)."""
-    from methods import Method, get_method, register
+def _show_broken(target: str, source: str, details: str) -> None:
+    console.print(f"[red]{target!r} was skipped[/]: {source}", markup=True)
+    console.print(details.rstrip(), markup=False)
+    sys.exit(1)
 
-    if ":" not in target and "." not in target:
-        get_method(target)
-        return target
+
+def _import_target(target: str):
+    """The plugin class named by ``module[:Class]`` (a module with one plugin needs no ``:Class``)."""
+    import traceback
+
+    from methods import Method, all_methods
+    from methods.registry import import_plugin_module, plugin_classes
+
     module_name, _, attr = target.partition(":")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UserError(f"cannot import plugin module {module_name!r} ({exc}); is it installed or on PYTHONPATH?") from None
-    if not attr:
-        found = [v for v in vars(module).values()
-                 if isinstance(v, type) and issubclass(v, Method) and v.__module__ == module.__name__]
-        if len(found) != 1:
-            raise UserError(f"module {module_name!r} defines {len(found)} Method subclasses; name one as {module_name}:Class")
-        cls = found[0]
-    else:
+        module = import_plugin_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name.split(".")[0]:
+            _show_broken(target, f"importing module {module_name!r} failed", traceback.format_exc())
+        raise UserError(f"{target!r} is neither a registered method ({', '.join(all_methods())}) nor an importable "
+                        "module; install the plugin, add its folder to PYTHONPATH or run from that folder") from None
+    except Exception:  # noqa: BLE001 - the plugin's own import error is what the author needs to see
+        _show_broken(target, f"importing module {module_name!r} failed", traceback.format_exc())
+    if attr:
         cls = getattr(module, attr, None)
         if not (isinstance(cls, type) and issubclass(cls, Method)):
             raise UserError(f"{target!r} is not a methods.Method subclass")
+        return cls
+    found = plugin_classes(module)
+    if len(found) != 1:
+        names = ", ".join(c.__name__ for c in found) or "none"
+        raise UserError(f"module {module_name!r} defines {len(found)} Method subclasses with a name ({names}); "
+                        f"name one as {module_name}:Class")
+    return found[0]
+
+
+def resolve_plugin(target: str):
+    """The class to check: registered, skipped (exits showing the full error), or imported."""
+    from methods import all_methods, broken_plugins
+
+    registered = all_methods()
+    if target in registered:
+        return registered[target]
+    broken = broken_plugins().get(target)
+    if broken is not None:
+        _show_broken(target, broken.source, broken.details)
+    return _import_target(target)
+
+
+def registration_problem(cls) -> str | None:
+    """Why ``cls`` cannot be registered (validation or a name clash), or None."""
+    from methods import PluginError, all_methods
+    from methods.registry import validate
+
     try:
-        if get_method(cls.name) is not cls:
-            raise UserError(f"plugin name {cls.name!r} is already taken by another method")
-    except UserError:
-        raise
-    except ValueError:
-        register(cls)
-    return cls.name
+        validate(cls)
+    except PluginError as exc:
+        return str(exc)
+    taken = all_methods().get(cls.name)
+    if taken is not None and taken is not cls:
+        return (f"method name {cls.name!r} of {cls.__module__}.{cls.__qualname__} is already taken by "
+                f"{taken.__module__}.{taken.__qualname__}; give the plugin another name")
+    return None
 
 
-def check_plugin(target: str = typer.Argument(..., help="Method name, or package.module[:Class].")) -> None:
-    """Run the conformance suite (shapes, CAM, batching, gradients, alignment, determinism, hooks)."""
+def check_plugin(
+    target: str = typer.Argument(..., help="Method name, or module[:Class] (from the current folder too)."),
+) -> None:
+    """Check a plugin: registration, then the conformance suite (shapes, CAM grid, labels, clean Output,
+    batching, gradients, alignment, determinism, hooks). Exit 1 if anything fails."""
     from bench.conformance import run_checks
 
-    name = _resolve(target)
-    results = run_checks(name)
-    table = Table(title=f"conformance of {name!r}")
+    cls = resolve_plugin(target)
+    problem = registration_problem(cls)
+    results = [("registration (name, title, family, Config)", problem)] + run_checks(cls)
+    label = getattr(cls, "name", cls.__qualname__)
+    table = Table(title=f"conformance of {label!r} ({cls.__module__}.{cls.__qualname__})")
     table.add_column("check")
     table.add_column("result")
-    for label, problem in results:
-        table.add_row(label, "[green]pass[/]" if problem is None else f"[red]FAIL[/] {problem}")
-    console.print(table)
-    failed = sum(problem is not None for _, problem in results)
-    console.print(f"{len(results) - failed} passed, {failed} failed")
+    for label, reason in results:
+        table.add_row(label, "[green]pass[/]" if reason is None else f"[red]FAIL[/] {escape(reason)}")
+    # Piped output keeps each reason on one line (rich would wrap it into 80 columns).
+    out = console if console.is_terminal else Console(soft_wrap=True, highlight=False, width=10_000)
+    out.print(table)
+    failed = sum(reason is not None for _, reason in results)
+    out.print(f"{len(results) - failed} passed, {failed} failed")
     if failed:
         sys.exit(1)
 

@@ -48,46 +48,75 @@ def resolve_runs(results_dir: Path, runs: List[str] | None) -> list[Path]:
     return out
 
 
-def load_frame(run_dirs: list[Path], methods: list[str], datasets: list[str], config: str | None):
-    """Merged, filtered rows of the given runs."""
+def say_choice(selection, header: str | None = None) -> None:
+    """One stderr line: the automatic choice of settings (it names the runs), else ``header``.
+    Said once the output is ready, so a user error stays the only line."""
+    if selection.note:
+        console.print(selection.note, markup=False, highlight=False)
+    elif header:
+        console.print(header, markup=False, highlight=False)
+
+
+def _trial_facts(record: dict) -> dict:
+    """Per-trial columns the table needs beyond the rows' scalars."""
+    from bench.run_configs import setting_of
+
+    classes = None
+    for row in record.get("rows") or []:
+        if row.get("num_classes") is not None:
+            classes = int(row["num_classes"])
+        elif isinstance(row.get("confusion"), list) and row["confusion"]:
+            classes = len(row["confusion"])
+        if classes is not None:
+            break
+    return {"setting": setting_of(record), "num_classes": classes, "trial_status": record["status"]}
+
+
+def load_frame(run_dirs: list[Path], methods: list[str], datasets: list[str], selection):
+    """Merged, filtered rows of the selected trials of the given runs."""
     import polars as pl
 
     from bench.store import RunStore
     from bench.table import filter_frame, merge_frames
 
-    frame = merge_frames(RunStore(d).frame() for d in run_dirs)
+    frames = []
+    for run_dir in run_dirs:
+        frame = RunStore(run_dir).frame()
+        facts = {r["id"]: _trial_facts(r) for r in selection.records(run_dir)}
+        if frame.is_empty() or not facts:
+            continue
+        frame = frame.filter(pl.col("trial_id").is_in(list(facts)))
+        ids = frame["trial_id"].to_list()
+        frame = frame.with_columns(
+            pl.Series("setting", [facts[i]["setting"] for i in ids], dtype=pl.Utf8),
+            pl.Series("trial_status", [facts[i]["trial_status"] for i in ids], dtype=pl.Utf8),
+            pl.Series("_classes", [facts[i]["num_classes"] for i in ids], dtype=pl.Int64))
+        keep = pl.col("num_classes").cast(pl.Int64, strict=False) if "num_classes" in frame.columns else pl.lit(None, pl.Int64)
+        frames.append(frame.with_columns(pl.coalesce(keep, pl.col("_classes")).alias("num_classes")).drop("_classes"))
+    frame = merge_frames(frames)
     where = "run " + ", ".join(d.name for d in run_dirs)
     if frame.is_empty():
         if methods or datasets:
             raise UserError(f"{where} has no results to filter")
         return frame
-    frame = filter_frame(frame, methods, datasets, where)
-    if config:
-        if "config_hash" not in frame.columns:
-            raise UserError(f"--config {config!r}: {where} has no finished trials")
-        keep = frame.filter(pl.col("config_hash").str.starts_with(config))
-        if keep.is_empty():
-            have = ", ".join(sorted(frame["config_hash"].drop_nulls().unique().to_list()))
-            raise UserError(f"--config {config!r} matches no trial in {where} (configs: {have or 'none'})")
-        frame = keep
-    return frame
+    return filter_frame(frame, methods, datasets, where)
 
 
-def build(run_dirs: list[Path], results_dir: Path, *, methods: list[str], datasets: list[str], metric: list[str],
-          layer: str, spread: str, test: str, alpha: float, reference: str | None, reference_mode: str,
-          config: str | None):
-    """The ``Table`` behind every format (shared with ``bench report``)."""
-    from bench.table import METRIC_KEYS, build_table, load_reference
+def _catalog() -> dict[str, tuple[str, str]]:
     from methods import get_method, method_names
 
-    frame = load_frame(run_dirs, methods, datasets, config)
-    catalog = {}
-    for name in method_names():
-        cls = get_method(name)
-        catalog[name] = (cls.title, cls.family)
+    return {name: (get_method(name).title, get_method(name).family) for name in method_names()}
+
+
+def build(frame, results_dir: Path, *, metric: list[str], layer: str, spread: str, test: str, alpha: float,
+          reference: str | None, reference_mode: str):
+    """The ``Table`` behind every format (shared with ``bench report``)."""
+    from bench.table import METRIC_KEYS, build_table, load_reference
+    from methods import method_names
+
     ref = load_reference(reference, results_dir) if reference else None
     return build_table(frame, layer, method_names(), metrics=metric or list(METRIC_KEYS), spread=spread,
-                       test=test, alpha=alpha, reference=ref, reference_mode=reference_mode, catalog=catalog)
+                       test=test, alpha=alpha, reference=ref, reference_mode=reference_mode, catalog=_catalog())
 
 
 def _write(path: Path, text: str) -> None:
@@ -98,6 +127,8 @@ def _write(path: Path, text: str) -> None:
 
 
 RUN_HELP = "Run folder name(s), repeatable or comma-separated; several runs are merged (default: the latest run)."
+CONFIG_HELP = ("Only the trials of this setting (a prefix of the record's setting, or of a config hash); "
+               "default: each run folder's newest setting.")
 
 
 def table(
@@ -107,29 +138,34 @@ def table(
     layer: str = typer.Option("auto", help="Layer whose ATT-COS is shown; auto: each method's alignment layer (layer5 for the CNNs)."),
     methods: Optional[List[str]] = typer.Option(None, help="Only these methods (comma-separated)."),
     datasets: Optional[List[str]] = typer.Option(None, help="Only these datasets (comma-separated)."),
-    metric: Optional[List[str]] = typer.Option(None, help="Metrics: cl, cam-cos, att-cos (default: all three)."),
+    metric: Optional[List[str]] = typer.Option(None, help="Metrics: cl, cam-cos, att-cos (default: these three); "
+                                                "from `bench run --eval extended`: deletion, insertion, road, sanity, "
+                                                "pointing, mass, rank."),
     spread: str = typer.Option("std", help="Spread over seeds: std | ci (95% confidence interval)."),
     test: str = typer.Option("t", help="Paired test of AU on vs off over seeds: t | wilcoxon."),
     alpha: float = typer.Option(0.05, help="Significance threshold of the paired test."),
     reference: Optional[str] = typer.Option(None, help="'paper' (results/reference/paper.csv) or a CSV of published numbers."),
     reference_mode: str = typer.Option("side", help="side (reference columns next to ours) | delta (ours − reference)."),
-    config: Optional[str] = typer.Option(None, help="Only trials whose config hash starts with this."),
+    config: Optional[str] = typer.Option(None, help=CONFIG_HELP),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
     """Print the comparison table of one or several runs (the paper's Tables 1-2)."""
+    from bench.run_configs import select_settings
     from bench.table import RENDERERS, to_rich
 
     if format not in RENDERERS:
         raise UserError(f"bad --format {format!r}: expected {', '.join(RENDERERS)}")
     run_dirs = resolve_runs(results_dir, run)
-    result = build(run_dirs, results_dir, methods=_split(methods), datasets=_split(datasets), metric=_split(metric),
-                   layer=layer, spread=spread, test=test, alpha=alpha, reference=reference,
-                   reference_mode=reference_mode, config=config)
+    header = f"run {', '.join(str(d) for d in run_dirs)}" if format == "markdown" and output is None else None
+    selection = select_settings(run_dirs, config)
+    frame = load_frame(run_dirs, _split(methods), _split(datasets), selection)
+    result = build(frame, results_dir, metric=_split(metric), layer=layer, spread=spread, test=test, alpha=alpha,
+                   reference=reference, reference_mode=reference_mode)
+    say_choice(selection, header)
     if output is not None:
         _write(output, RENDERERS[format](result))
         return
     if format == "markdown":
-        console.print(f"run [bold]{', '.join(str(d) for d in run_dirs)}[/]")
         if sys.stdout.isatty():
             Console(highlight=False).print(to_rich(result))
             return
@@ -143,13 +179,18 @@ def figures(
     methods: Optional[List[str]] = typer.Option(None, help="Only these methods (comma-separated)."),
     datasets: Optional[List[str]] = typer.Option(None, help="Only these datasets (comma-separated)."),
     layer: Optional[str] = typer.Option(None, help="Attention layer (default: each method's alignment layer)."),
+    config: Optional[str] = typer.Option(None, help=CONFIG_HELP),
 ) -> None:
-    """Write Fig. 1-style PNGs: per-class average attention and CAM w/o vs w/ AU, and a gallery."""
+    """Write Fig. 1-style PNGs: per-class average attention and CAM w/o vs w/ AU, a gallery, and
+    deletion / insertion curves when the trials were evaluated with --eval extended."""
     from bench.figures import write_figures
+    from bench.run_configs import select_settings
 
     run_dirs = resolve_runs(results_dir, run)
+    selection = select_settings(run_dirs, config)
     paths = write_figures(run_dirs, out or run_dirs[0] / "figures", methods=_split(methods),
-                          datasets=_split(datasets), layer=layer)
+                          datasets=_split(datasets), layer=layer, selection=selection)
+    say_choice(selection)
     for path in paths:
         sys.stdout.write(f"{path}\n")
 
@@ -164,12 +205,21 @@ def report(
     alpha: float = typer.Option(0.05, help="Significance threshold of the paired test."),
     reference: Optional[str] = typer.Option(None, help="'paper' or a CSV of published numbers, shown side by side."),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Also write and embed the figures."),
+    config: Optional[str] = typer.Option(None, help=CONFIG_HELP),
 ) -> None:
-    """Write one Markdown report: table, figures, provenance and wall times."""
+    """Write one Markdown report: tables, figures, data, provenance and wall times."""
     from bench.report import write_report
+    from bench.run_configs import select_settings
+    from bench.table import extended_present
 
     run_dirs = resolve_runs(results_dir, run)
-    result = build(run_dirs, results_dir, methods=[], datasets=[], metric=[], layer=layer, spread=spread,
-                   test=test, alpha=alpha, reference=reference, reference_mode="side", config=None)
-    path = write_report(run_dirs, result, out or run_dirs[0] / "report.md", with_figures=figures)
+    selection = select_settings(run_dirs, config)
+    frame = load_frame(run_dirs, [], [], selection)
+    options = dict(layer=layer, spread=spread, test=test, alpha=alpha, reference=reference, reference_mode="side")
+    result = build(frame, results_dir, metric=[], **options)
+    present = extended_present(frame)
+    extended = build(frame, results_dir, metric=present, **{**options, "reference": None}) if present else None
+    path = write_report(run_dirs, result, out or run_dirs[0] / "report.md", with_figures=figures,
+                        extended=extended, selection=selection)
+    say_choice(selection)
     console.print(f"wrote [bold]{path}[/]")

@@ -1,4 +1,4 @@
-"""``bench tune``: hyperparameter search for λ, alignment layers and learning rate."""
+"""``bench tune``: per-AU-mode search (learning rate w/o AU; learning rate, λ and layers w/ AU)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,14 +11,18 @@ from bench.errors import UserError
 
 console = Console(stderr=True, soft_wrap=True, highlight=False)
 
+AU_CHOICES = {"off": (False,), "on": (True,), "both": (False, True)}
+
 
 def tune_command(
     method: str = typer.Option(..., help="Method to tune."),
     dataset: str = typer.Option("synthetic", help="Dataset."),
     profile: str = typer.Option("demo", help="Profile name or .toml path."),
     set_: List[str] = typer.Option([], "--set", help="Fixed overrides: key=value."),
-    num_samples: int = typer.Option(8, help="Configurations to try."),
-    objective: str = typer.Option("cl", help="cl (validation CL) | cl+att (CL/100 + w·ATT-COS on validation)."),
+    au: str = typer.Option("both", help="AU modes to tune: off (lr) | on (lr, λ, layers) | both."),
+    num_samples: int = typer.Option(8, help="Configurations to try per AU mode."),
+    objective: str = typer.Option("cl", help="W/ AU: cl (validation CL) | cl+att (CL/100 + w·ATT-COS on "
+                                             "validation). W/o AU the objective is always validation CL."),
     att_weight: float = typer.Option(1.0, help="w in the cl+att objective."),
     seed: int = typer.Option(0, help="Seed for the data, the models and the search."),
     results_dir: Path = typer.Option(Path("results"), help="Where run folders live."),
@@ -28,26 +32,35 @@ def tune_command(
     max_concurrent: int = typer.Option(0, help="Most trials at once (0: as resources allow)."),
     address: Optional[str] = typer.Option(None, help="Join a Ray cluster (auto | ray://host:port)."),
 ) -> None:
-    """Search λ, the alignment layer(s) and the learning rate on the validation split (ASHA)."""
+    """Tune each AU mode on its own objective on the validation split (Ray Tune, random search + ASHA)."""
     from bench.config import parse_override, resolve
     from bench.data import dataset_names
-    from bench.tune import TuneRequest, objective_value, run_tune
+    from bench.tune import MODE_NAMES, TuneRequest, objective_value, run_tune
     from methods import get_method
 
     get_method(method)
     if dataset not in dataset_names():
         raise UserError(f"unknown dataset {dataset!r}; known datasets: {', '.join(dataset_names())}")
+    if au not in AU_CHOICES:
+        raise UserError(f"bad --au {au!r}: expected off, on or both")
+    if num_samples < 1:
+        raise UserError(f"bad --num-samples {num_samples}: expected at least 1 configuration per AU mode")
     objective_value(0.0, 0.0, objective, att_weight)          # validates --objective
     overrides = tuple(parse_override(item) for item in set_)
     resolve(profile, list(overrides), dataset, method)         # validates the profile and --set
     profile_key = str(Path(profile).resolve()) if profile.endswith(".toml") else profile
     out_dir = (results_dir / (run_name or f"tune-{method}-{dataset}")).resolve()
-    request = TuneRequest(method, dataset, profile_key, overrides, seed, num_samples, objective, att_weight)
+    request = TuneRequest(method, dataset, profile_key, overrides, seed, num_samples, objective, att_weight,
+                          modes=AU_CHOICES[au])
     result = run_tune(request, out_dir, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                       max_concurrent=max_concurrent, address=address)
-    best = result["best"]
-    console.print(f"{result['trials']} trials; best objective {result['objective']:.4f} with "
-                  f"au.weight={best['au.weight']:.4g}, au.layers={best['au.layers']}, train.lr={best['train.lr']:.3g}")
+    console.print(f"{result['trials']} trials" + (f"; layer sets offered w/ AU: {' | '.join(result['layers'])}"
+                                                   if result["layers"] else ""))
+    for au_flag in request.modes:
+        mode = result["modes"][MODE_NAMES[au_flag]]
+        chosen = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in mode["best"].items())
+        console.print(f"{'w/ ' if au_flag else 'w/o'} AU: best {mode['objective_name']} {mode['objective']:.4f} "
+                      f"with {chosen}")
     console.print(f"wrote {out_dir / 'best.toml'} and {out_dir / 'trials.csv'}; use: "
                   f"bench run --methods {method} --datasets {dataset} --profile {profile} --config {out_dir / 'best.toml'}")
 

@@ -37,6 +37,9 @@ class DataConfig:
     landmarks: str = "auto"       # auto | dataset | dlib | face-alignment | none (source of 68 points)
     contempt: bool = False        # affectnet/folder: keep Contempt as an 8th class
     rafdb_images: str = "aligned"  # rafdb: aligned (100 px) | original (cropped from the boxes + 30%)
+    device_budget: float = 0.5    # CUDA: a split is copied whole to the GPU when it fits this share of the
+                                  # trial's GPU memory (its fraction of the card); larger splits stream
+    min_au_coverage: float = 0.5  # w/ AU: least share of training faces that should have an AU map and do
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class TrainConfig:
     jitter: float = 0.3           # augmentation: brightness/contrast amplitude
     amp: bool = True              # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True    # on CUDA
+    deterministic: bool = False   # CUDA: deterministic kernels only (slower). CPU runs repeat exactly at a fixed thread count
     checkpoint: bool = True       # save a resumable checkpoint every epoch
     select_on: str = "val"        # val | test (test reproduces the reference; the row says so)
 
@@ -81,6 +85,8 @@ class AUConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     layers: tuple[str, ...] = ()  # ATT-COS layers; empty: every feature map the model returns
+    extended: bool = False        # also faithfulness, sanity and AU-localisation metrics (--eval extended)
+    sample_size: int = 256        # test faces (seeded choice) the extended metrics use; 0: all
 
 
 @dataclass(frozen=True)
@@ -95,8 +101,13 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def digest(self) -> str:
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=list)
+    def digest(self, methods: bool = True) -> str:
+        """Hash of the resolved configuration; ``methods=False`` leaves out the plugin option tables
+        (a trial's identity records the resolved Config of its own methods instead)."""
+        content = self.to_dict()
+        if not methods:
+            content.pop("methods")
+        blob = json.dumps(content, sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -135,34 +146,6 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
-def _coerce(section: type, name: str, value: Any, where: str) -> Any:
-    ftype = {f.name: f.type for f in dataclasses.fields(section)}[name]
-    expected = default = getattr(section(), name)
-    try:
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise TypeError
-            return value
-        if isinstance(default, tuple):
-            items = value if isinstance(value, list) else [v for v in str(value).split(",") if v]
-            return tuple(str(v) for v in items)
-        if isinstance(default, float):
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value)
-        if isinstance(default, int):
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise TypeError
-            return int(value)
-        if isinstance(default, str):
-            return str(value)
-    except (TypeError, ValueError):
-        pass
-    else:
-        return value
-    raise UserError(f"bad value {value!r} for {where}: expected {type(expected).__name__} ({ftype})")
-
-
 def _merge(base: dict, extra: dict) -> None:
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
@@ -172,14 +155,18 @@ def _merge(base: dict, extra: dict) -> None:
 
 
 def _scoped_tables(raw: dict, path: Path) -> dict[str, dict[str, dict]]:
-    """Pop the ``datasets``/``per_method`` tables (name -> partial profile) and check each one
-    against the full profile, so a typo in any of them is an error for every run."""
+    """Pop the ``datasets``/``per_method``/``per_au`` tables (name -> partial profile) and check each
+    one against the full profile, so a typo in any of them is an error for every run."""
     scoped = {}
     for key in SCOPED:
         tables = raw.pop(key, {})
         if not isinstance(tables, dict) or not all(isinstance(v, dict) for v in tables.values()):
             raise UserError(f"{path}: [{key}.<name>.<section>] tables expected")
         scoped[key] = tables
+    bad_modes = sorted(set(scoped["per_au"]) - set(AU_MODES.values()))
+    if bad_modes:
+        raise UserError(f"{path}: [per_au.{bad_modes[0]}] is not an AU mode; use [per_au.on.<section>] or "
+                        "[per_au.off.<section>]")
     for key, tables in scoped.items():
         for name, table in tables.items():
             merged = copy.deepcopy(raw)
@@ -188,53 +175,102 @@ def _scoped_tables(raw: dict, path: Path) -> dict[str, dict[str, dict]]:
     return scoped
 
 
-SCOPED = ("datasets", "per_method")
+#: Tables that apply to part of a sweep: one dataset, the trials of one method, one AU mode.
+SCOPED = ("datasets", "per_method", "per_au")
+#: ``au`` flag of a trial -> its ``per_au`` table name.
+AU_MODES = {False: "off", True: "on"}
+
+
+def _set(raw: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"bad --set {key}: {part} is not a section")
+    node[parts[-1]] = value
 
 
 def resolve(profile: str, overrides: list[tuple[str, Any]] | tuple = (), dataset: str | None = None,
-            method: str | None = None) -> Config:
-    """Load a profile, apply its ``datasets.<dataset>`` and ``per_method.<method>`` tables, then the
-    overrides; everything is validated."""
+            method: str | None = None, au: bool | None = None) -> Config:
+    """Load a profile, apply its ``datasets.<dataset>``, ``per_method.<method>`` and ``per_au.<on|off>``
+    tables, then the overrides in order; everything is validated.
+
+    An override ``per_au.on.<key>`` (``bench tune`` writes them) sets ``<key>`` for trials with AU
+    alignment only (``per_au.off.<key>``: without); with ``au=None`` both kinds are checked, not applied.
+    """
     path = profile_path(profile)
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"profile {path} is not valid TOML: {exc}") from None
     scoped = _scoped_tables(raw, path)
-    if dataset in scoped["datasets"]:
-        _merge(raw, scoped["datasets"][dataset])
-    if method in scoped["per_method"]:
-        _merge(raw, scoped["per_method"][method])
+    mode = AU_MODES.get(au) if au is not None else None
+    for key, name in (("datasets", dataset), ("per_method", method), ("per_au", mode)):
+        if name in scoped[key]:
+            _merge(raw, scoped[key][name])
+    checks = []
     for key, value in overrides:
-        parts = key.split(".")
-        node = raw
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise UserError(f"bad --set {key}: {part} is not a section")
-        node[parts[-1]] = value
+        head, _, rest = key.partition(".")
+        if head == "per_au":
+            which, _, inner = rest.partition(".")
+            if which not in AU_MODES.values() or not inner:
+                raise UserError(f"bad override {key}: expected per_au.on.<section>.<field> or per_au.off.<section>.<field>")
+            if which == mode:
+                _set(raw, inner, value)
+            elif mode is None:
+                checks.append((inner, value))
+            continue
+        _set(raw, key, value)
+    for inner, value in checks:          # an AU-mode override must be valid on its own
+        probe = copy.deepcopy(raw)
+        _set(probe, inner, value)
+        build_config(probe, str(path))
     return build_config(raw, str(path))
 
 
 def build_config(raw: dict[str, Any], where: str = "config") -> Config:
+    """Typed, validated sections from a merged profile dict; method tables are checked against each
+    plugin's ``Config`` (same coercion as the sections, see ``methods.options``)."""
+    from methods.options import OptionError, build_dataclass
+
     sections: dict[str, Any] = {}
     for name, value in raw.items():
         if name == "methods":
-            if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-                raise UserError(f"{where}: [methods.<name>] tables expected")
             continue
         if name not in _SECTION_TYPES:
             raise UserError(f"unknown config section {name!r} (in {where} or --set); known: {', '.join([*_SECTION_TYPES, 'methods'])}")
-        cls = _SECTION_TYPES[name]
-        known = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(value, dict):
             raise UserError(f"{where}: {name} must be a table")
+        known = [f.name for f in dataclasses.fields(_SECTION_TYPES[name])]
         for key in value:
             if key not in known:
-                raise UserError(f"unknown option {name}.{key} (in {where} or --set); {name} options: {', '.join(sorted(known))}")
-        sections[name] = cls(**{k: _coerce(cls, k, v, f"{name}.{k}") for k, v in value.items()})
-    methods = {k: dict(v) for k, v in raw.get("methods", {}).items()}
-    return Config(**sections, methods=methods)
+                raise UserError(f"unknown option {name}.{key} (in {where} or --set); {name} options: {', '.join(known)}")
+        try:
+            sections[name] = build_dataclass(_SECTION_TYPES[name], value, name)
+        except OptionError as exc:
+            raise UserError(f"{exc} (in {where} or --set)") from None
+    return Config(**sections, methods=_method_tables(raw.get("methods", {}), where))
+
+
+def _method_tables(tables: Any, where: str) -> dict[str, dict[str, Any]]:
+    """``methods.<name>`` tables, each value coerced to the plugin's Config field type."""
+    from methods import get_method
+    from methods.options import OptionError
+    from methods.registry import UnknownMethodError
+
+    if not isinstance(tables, dict) or not all(isinstance(v, dict) for v in tables.values()):
+        raise UserError(f"{where}: [methods.<name>] tables expected")
+    out = {}
+    for name, values in tables.items():
+        try:
+            config = get_method(name).make_config(values)
+        except UnknownMethodError as exc:
+            raise UserError(f"{exc} (methods.{name} in {where} or --set)") from None
+        except OptionError as exc:
+            raise UserError(f"{exc} (in {where} or --set)") from None
+        out[name] = {key: getattr(config, key) for key in values}
+    return out
 
 
 def method_options(config: Config, method: str) -> dict[str, Any]:

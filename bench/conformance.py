@@ -1,12 +1,15 @@
 """The plugin conformance suite: behaviour every method plugin must show, checked generically.
 
-Each check takes a method name, builds the plugin's small test model (``conformance_options``:
-CPU, random init, tiny images) and raises ``AssertionError`` with a reason when the plugin
-misbehaves. ``tests/test_conformance.py`` runs every check on every registered method, and
-``bench check-plugin NAME`` runs them on any installed plugin, a third-party one included.
+Each check takes a method (a registered name or the class itself), builds the plugin's small test
+model (``conformance_options``: CPU, random init, tiny images) and raises ``ConformanceError`` when
+the plugin misbehaves, saying what was expected and what came. The checks call the model the way
+the harness does: ``model(x, labels=labels if method.needs_labels else None)``, so a forward that
+quietly reads labels it will never get fails here rather than in a sweep. ``tests/test_conformance.py``
+runs every check on every registered method; ``bench check-plugin`` runs them on any plugin.
 """
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass
 from typing import Callable
 
@@ -16,10 +19,20 @@ from au import alignment_loss, get_codebook, render_au_maps
 from bench.config import Config, build_config
 from bench.data.synthetic import SyntheticOptions, generate
 from bench.data.transforms import to_input
-from bench.train import TrainStep, feature_sizes, make_method, model_options
-from methods import Batch, Method, get_method
+from bench.train import TrainStep, feature_sizes, model_options
+from methods import Batch, Method, Output, get_method
 
 NUM_CLASSES = 7
+MethodRef = str | type[Method]
+
+
+class ConformanceError(AssertionError):
+    """A plugin does not do what the harness relies on (the message: expected vs came)."""
+
+
+def expect(condition: bool, expected: str, came: str, hint: str = "") -> None:
+    if not condition:
+        raise ConformanceError(f"expected {expected}, came {came}" + (f"; {hint}" if hint else ""))
 
 
 @dataclass
@@ -36,26 +49,42 @@ class Toy:
     def x(self) -> torch.Tensor:
         return to_input(self.images)
 
+    def harness_labels(self, labels: torch.Tensor | None = None) -> torch.Tensor | None:
+        """What the harness passes as ``labels``: the labels only when the method needs them."""
+        return (self.labels if labels is None else labels) if self.method.needs_labels else None
 
-def toy(name: str, seed: int = 0, batch: int = 8, overrides: dict | None = None) -> Toy:
+    def forward(self, x: torch.Tensor | None = None) -> Output:
+        """The model called exactly as the trainer and the evaluator call it."""
+        return self.model(self.x if x is None else x, labels=self.harness_labels())
+
+
+def _method_class(method: MethodRef) -> type[Method]:
+    return get_method(method) if isinstance(method, str) else method
+
+
+def toy(method: MethodRef, seed: int = 0, batch: int = 8, overrides: dict | None = None) -> Toy:
     """The method's small model and a batch of synthetic faces (all classes, valid AU maps)."""
-    cls = get_method(name)
+    cls = _method_class(method)
     opts = cls.conformance_options()
     size = opts["image_size"]
     raw = {"data": {"image_size": size}, "model": dict(opts["model"]),
            "train": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0, "flip": 0.0, "rotation": 0.0,
                      "crop_scale": 1.0, "jitter": 0.0, "amp": False, "batch_size": batch},
-           "au": {"weight": 10.0}, "methods": {name: dict(opts.get("method", {}))}}
+           "au": {"weight": 10.0}}
     for section, values in (overrides or {}).items():
         raw.setdefault(section, {}).update(values)
-    config = build_config(raw, f"conformance options of {name}")
+    config = build_config(raw, f"conformance options of {cls.name}")
     torch.manual_seed(seed)
-    method = make_method(name, config)
-    model = method.build(NUM_CLASSES, method.make_backbone(model_options(config)))
+    instance = cls(cls.make_config(dict(opts.get("method", {}))))
+    model = instance.build(NUM_CLASSES, instance.make_backbone(model_options(config)))
     faces = generate("test", batch, seed, SyntheticOptions(image_size=size))
-    layers = tuple(config.au.layers) or method.alignment_layers
-    return Toy(method, model, config, torch.from_numpy(faces.images), torch.from_numpy(faces.labels),
+    layers = tuple(config.au.layers) or cls.alignment_layers
+    return Toy(instance, model, config, torch.from_numpy(faces.images), torch.from_numpy(faces.labels),
                torch.from_numpy(faces.landmarks), layers)
+
+
+def _shape(value) -> str:
+    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else repr(value)
 
 
 def _hook_count(model: torch.nn.Module) -> int:
@@ -63,55 +92,142 @@ def _hook_count(model: torch.nn.Module) -> int:
                + len(getattr(m, "_backward_pre_hooks", {})) for m in model.modules())
 
 
-def check_output_shapes(name: str) -> None:
-    t = toy(name)
+def expected_cam_size(method: Method | type[Method], x: torch.Tensor, output: Output) -> tuple[int, int]:
+    """The (h, w) that ``explain``'s CAM must have: the grid of ``alignment_layers[0]`` unless the
+    plugin declares ``cam_size`` ("input", another feature's name, or a fixed (h, w))."""
+    size = method.cam_size
+    if size is None or (isinstance(size, str) and size != "input"):
+        layer = method.alignment_layers[0] if size is None else size
+        expect(layer in output.features, f"feature {layer!r} (the CAM's grid) among the model's features",
+               f"{sorted(output.features)}")
+        return tuple(output.features[layer].shape[-2:])
+    if size == "input":
+        return tuple(x.shape[-2:])
+    return tuple(size)
+
+
+def check_output_shapes(method: MethodRef) -> None:
+    t = toy(method)
     t.model.train()
-    out = t.model(t.x, labels=t.labels)
-    assert out.logits.shape == (len(t.labels), NUM_CLASSES), f"logits {tuple(out.logits.shape)}"
+    out = t.forward()
+    B = len(t.labels)
+    expect(out.logits.shape == (B, NUM_CLASSES), f"logits of shape {(B, NUM_CLASSES)}", _shape(out.logits))
     for layer in t.layers:
-        assert layer in out.features, f"alignment layer {layer!r} missing from features {list(out.features)}"
-        assert out.features[layer].dim() == 4, f"feature {layer!r} is not (B, C, h, w)"
+        expect(layer in out.features, f"alignment layer {layer!r} among the features", f"{sorted(out.features)}")
+        expect(out.features[layer].dim() == 4, f"feature {layer!r} of shape (B, C, h, w)", _shape(out.features[layer]))
 
 
-def check_finite_cam(name: str) -> None:
-    t = toy(name)
+def check_finite_cam(method: MethodRef) -> None:
+    t = toy(method)
     t.model.eval()
     output, cam = t.method.explain(t.model, t.x, t.labels)
-    assert cam is not None and cam.dim() == 3 and cam.shape[0] == len(t.labels), f"CAM shape {getattr(cam, 'shape', None)}"
-    assert torch.isfinite(cam).all(), "CAM has NaN/inf"
-    assert output.logits.shape == (len(t.labels), NUM_CLASSES)
+    B = len(t.labels)
+    expect(isinstance(cam, torch.Tensor) and cam.dim() == 3 and cam.shape[0] == B,
+           f"a CAM of shape ({B}, h, w)", _shape(cam))
+    bad = int((~torch.isfinite(cam)).sum())
+    expect(bad == 0, "a finite CAM", f"{bad} NaN/inf values")
+    expect(output.logits.shape == (B, NUM_CLASSES), f"explain's logits of shape {(B, NUM_CLASSES)}",
+           _shape(output.logits))
 
 
-def check_batch_independent_cam(name: str) -> None:
-    t = toy(name)
+def check_cam_grid(method: MethodRef) -> None:
+    t = toy(method)
+    t.model.eval()
+    with torch.no_grad():
+        clean = t.forward()
+    _, cam = t.method.explain(t.model, t.x, t.labels)
+    size = expected_cam_size(t.method, t.x, clean)
+    declared = t.method.cam_size
+    what = ("the input's (H, W)" if declared == "input" else "the declared cam_size" if isinstance(declared, tuple)
+            else f"the grid of {declared or t.method.alignment_layers[0]!r}")
+    expect(tuple(cam.shape[-2:]) == size, f"a CAM of spatial size {size} ({what})", f"{tuple(cam.shape[-2:])}",
+           "the evaluator would silently resize it; return (B, h, w) in the map's own orientation "
+           "or declare cam_size on the plugin")
+
+
+def check_labels_unused(method: MethodRef) -> None:
+    t = toy(method)
+    if t.method.needs_labels:
+        return   # the harness passes the labels to this model; nothing to compare
+    other = (t.labels + 1) % NUM_CLASSES
+    for mode in ("eval", "train"):
+        t.model.train(mode == "train")
+        logits = {}
+        for key, labels in (("without labels", None), ("with the true labels", t.labels), ("with other labels", other)):
+            torch.manual_seed(0)   # the same dropout/drop masks for all three calls
+            with torch.no_grad():
+                try:
+                    logits[key] = t.model(t.x, labels=labels).logits
+                except Exception as exc:  # noqa: BLE001 - the plugin's error is the finding
+                    raise ConformanceError(
+                        f"expected forward(x, labels={'None' if labels is None else 'y'}) to work in {mode} mode, "
+                        f"came {type(exc).__name__}: {exc}; the harness passes labels=None when needs_labels is False"
+                    ) from None
+        for key in ("with the true labels", "with other labels"):
+            diff = (logits[key] - logits["without labels"]).abs().max().item()
+            expect(diff <= 1e-5, f"the same logits with and without labels in {mode} mode (needs_labels is False)",
+                   f"max |diff| {diff:.3g} {key}",
+                   "set needs_labels = True if forward uses the labels (the harness passes labels=None otherwise)")
+
+
+def check_explain_output_is_clean(method: MethodRef) -> None:
+    t = toy(method)
+    t.model.eval()
+    with torch.no_grad():
+        clean = t.forward()
+    output, _ = t.method.explain(t.model, t.x, t.labels)
+    hint = ("the metrics read explain's Output: it must be the forward of the unmodified batch, not an extractor's "
+            "last forward (subclass methods.PostHocCAM, which keeps the clean one)")
+    expect(output.logits.shape == clean.logits.shape,
+           f"explain's logits of shape {_shape(clean.logits)} like a clean forward", _shape(output.logits), hint)
+    diff = (output.logits.float() - clean.logits.float()).abs().max().item()
+    agree = int((output.logits.argmax(1) == clean.logits.argmax(1)).sum())
+    expect(diff <= 1e-4 * max(1.0, clean.logits.abs().max().item()), "explain's logits equal to a clean forward's",
+           f"max |diff| {diff:.3g}, argmax agreeing on {agree}/{len(t.labels)} samples", hint)
+    for layer in t.layers:
+        expect(layer in output.features, f"explain's features to hold {layer!r} (ATT-COS reads it)",
+               f"{sorted(output.features)}", hint)
+        a, b = output.features[layer], clean.features[layer]
+        expect(a.shape == b.shape, f"explain's feature {layer!r} of shape {_shape(b)}", _shape(a), hint)
+        diff = (a.float() - b.float()).abs().max().item()
+        expect(diff <= 1e-4 * max(1.0, b.abs().max().item()), f"explain's feature {layer!r} equal to a clean forward's",
+               f"max |diff| {diff:.3g}", hint)
+
+
+def check_batch_independent_cam(method: MethodRef) -> None:
+    t = toy(method)
     t.model.eval()
     x = t.x
     _, batched = t.method.explain(t.model, x, t.labels)
     for i in (0, 3):
         _, alone = t.method.explain(t.model, x[i:i + 1], t.labels[i:i + 1])
+        expect(alone.shape[1:] == batched.shape[1:], f"sample {i}'s CAM alone of shape {_shape(batched[i:i + 1])}",
+               _shape(alone))
         scale = batched[i].abs().max().clamp_min(1e-6)
         err = ((alone[0] - batched[i]).abs().max() / scale).item()
-        assert err < 1e-3, f"sample {i}: CAM alone differs from its CAM in a batch (relative error {err:.2e})"
+        expect(err < 1e-3, f"sample {i}'s CAM alone equal to its CAM in a batch (eval mode)",
+               f"relative error {err:.2e}", "a sample's CAM must not depend on the rest of the batch")
 
 
 def _train_steps(t: Toy, steps: int, align: bool, seed: int = 0) -> list[torch.Tensor]:
     device = torch.device("cpu")
     optimizer = torch.optim.AdamW(t.model.parameters(), lr=t.config.train.lr, weight_decay=0.0)
-    sizes = feature_sizes(t.model, t.config.data.image_size, device)
+    sizes = feature_sizes(t.model, t.config.data.image_size, device, t.method.needs_labels)
     step = TrainStep(t.method, t.model, optimizer, t.config, device, align, t.layers, sizes,
                      torch.Generator().manual_seed(seed))
     t.model.train()
     return [step(t.images, t.labels, t.landmarks) for _ in range(steps)]
 
 
-def check_gradients_reach_backbone(name: str) -> None:
-    t = toy(name)
+def check_gradients_reach_backbone(method: MethodRef) -> None:
+    t = toy(method)
     t.model.train()
     H, W = t.images.shape[1:3]
     batch = Batch(t.x, t.labels, t.landmarks.float())
-    sizes = feature_sizes(t.model, H, torch.device("cpu"))
+    sizes = feature_sizes(t.model, H, torch.device("cpu"), t.method.needs_labels)
     codebook = get_codebook("paper")
-    rendered = {sizes[layer]: render_au_maps(t.landmarks, t.labels, (H, W), sizes[layer], codebook) for layer in t.layers}
+    rendered = {sizes[layer]: render_au_maps(t.landmarks, t.labels, (H, W), sizes[layer], codebook)
+                for layer in t.layers}
     valid = next(iter(rendered.values()))[1]
     batch = batch.replace(au_maps={s: m for s, (m, _) in rendered.items()}, au_valid=valid)
     batch = t.method.mix(batch, torch.Generator().manual_seed(0))
@@ -119,15 +235,18 @@ def check_gradients_reach_backbone(name: str) -> None:
     loss = t.method.loss(out, batch) + alignment_loss(out.features, batch.au_maps, batch.au_valid, t.layers, 1.0)
     loss.backward()
     backbone = getattr(t.model, "backbone", t.model)
-    first = next(p for p in backbone.parameters() if p.requires_grad)
-    assert first.grad is not None and first.grad.abs().sum() > 0, "no gradient reaches the first backbone layer"
+    name, first = next(((n, p) for n, p in backbone.named_parameters() if p.requires_grad), (None, None))
+    expect(first is not None, "trainable backbone parameters", "none")
+    total = 0.0 if first.grad is None else first.grad.abs().sum().item()
+    expect(total > 0, f"a gradient on the first backbone parameter ({name}) from loss + alignment loss",
+           "none" if first.grad is None else "an all-zero gradient")
 
 
 def _alignment_value(t: Toy) -> float:
     H, W = t.images.shape[1:3]
     t.model.eval()
     with torch.no_grad():
-        out = t.model(t.x, labels=t.labels)
+        out = t.forward()
         maps, valid = {}, None
         for layer in t.layers:
             size = tuple(out.features[layer].shape[-2:])
@@ -136,44 +255,51 @@ def _alignment_value(t: Toy) -> float:
         return alignment_loss(out.features, maps, valid, t.layers, 1.0).item()
 
 
-def check_alignment_loss_falls(name: str) -> None:
-    t = toy(name)
+def check_alignment_loss_falls(method: MethodRef) -> None:
+    t = toy(method)
     before = _alignment_value(t)
     _train_steps(t, 8, align=True)
     after = _alignment_value(t)
-    assert after < before, f"alignment loss did not fall: {before:.4f} -> {after:.4f}"
+    expect(after < before, f"the alignment loss to fall below {before:.4f} after 8 aligned steps", f"{after:.4f}")
 
 
-def check_deterministic(name: str) -> None:
+def check_deterministic(method: MethodRef) -> None:
     runs = []
     for _ in range(2):
-        t = toy(name, seed=3)
+        t = toy(method, seed=3)
         losses = _train_steps(t, 2, align=True, seed=3)
         t.model.eval()
         with torch.no_grad():
-            runs.append((torch.stack(losses), t.model(t.x, labels=t.labels).logits))
-    assert torch.equal(runs[0][0], runs[1][0]), "same seed, different losses"
-    assert torch.equal(runs[0][1], runs[1][1]), "same seed, different logits"
+            runs.append((torch.stack(losses), t.forward().logits))
+    expect(torch.equal(runs[0][0], runs[1][0]), "the same losses from the same seed",
+           f"{runs[0][0].tolist()} then {runs[1][0].tolist()}")
+    diff = (runs[0][1] - runs[1][1]).abs().max().item()
+    expect(diff == 0, "the same logits from the same seed", f"max |diff| {diff:.3g}")
 
 
-def check_hooks_released(name: str) -> None:
-    t = toy(name)
+def check_hooks_released(method: MethodRef) -> None:
+    t = toy(method)
     before = _hook_count(t.model)
     for _ in range(3):
         t.model.eval()
         t.method.explain(t.model, t.x, t.labels)
     _train_steps(t, 1, align=True)
-    assert _hook_count(t.model) == before, f"hooks leaked: {before} before, {_hook_count(t.model)} after"
+    expect(_hook_count(t.model) == before, f"{before} hooks after explain and a training step (as before)",
+           f"{_hook_count(t.model)}", "hooks leaked: remove every hook explain or forward registers")
     t.model.zero_grad(set_to_none=True)
     t.model.eval()
     t.method.explain(t.model, t.x, t.labels)
     leftover = [n for n, p in t.model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0]
-    assert not leftover, f"explain left parameter gradients behind (e.g. {leftover[0]})"
+    expect(not leftover, "no parameter gradients left behind by explain",
+           f"{len(leftover)} parameters with gradients (e.g. {leftover[0] if leftover else ''})")
 
 
-CHECKS: dict[str, Callable[[str], None]] = {
+CHECKS: dict[str, Callable[[MethodRef], None]] = {
     "output shapes": check_output_shapes,
     "finite CAM (B, h, w)": check_finite_cam,
+    "CAM on the map grid": check_cam_grid,
+    "logits ignore labels unless needs_labels": check_labels_unused,
+    "explain's Output = a clean forward": check_explain_output_is_clean,
     "CAM alone = CAM in batch (eval)": check_batch_independent_cam,
     "gradients reach the backbone": check_gradients_reach_backbone,
     "alignment loss falls": check_alignment_loss_falls,
@@ -182,15 +308,23 @@ CHECKS: dict[str, Callable[[str], None]] = {
 }
 
 
-def run_checks(name: str) -> list[tuple[str, str | None]]:
+def describe_failure(exc: BaseException) -> str:
+    """One line for a failed check: the suite's own message, or where a plugin's bare assert fired."""
+    if isinstance(exc, ConformanceError):
+        return str(exc)
+    text = " ".join(str(exc).split())
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    at = f" at {where.filename}:{where.lineno} ({(where.line or '').strip()})" if where else ""
+    return f"{type(exc).__name__}{at}" + (f": {text}" if text else "")
+
+
+def run_checks(method: MethodRef) -> list[tuple[str, str | None]]:
     """[(check, None if passed else the reason)] for one method."""
     results = []
     for label, check in CHECKS.items():
         try:
-            check(name)
+            check(method)
             results.append((label, None))
-        except AssertionError as exc:
-            results.append((label, str(exc) or "assertion failed"))
         except Exception as exc:  # noqa: BLE001 - a crashing plugin fails the check, with its error
-            results.append((label, f"{type(exc).__name__}: {exc}"))
+            results.append((label, describe_failure(exc)))
     return results

@@ -17,6 +17,8 @@ class UserError(Exception):
 _LOWER_LAYER_USER_ERRORS = (
     ("methods.registry", "UnknownMethodError"),
     ("backbones.base", "PretrainedWeightsError"),
+    ("methods.options", "OptionError"),
+    ("methods.registry", "PluginError"),
 )
 
 

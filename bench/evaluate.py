@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from au import NEUTRAL, Codebook, map_cosine, render_au_maps
 from au.align import layer_attention
+from bench.data.feed import as_feed, rows_of
 from bench.data.transforms import to_input
 from methods import Method
 
@@ -232,7 +233,7 @@ class FigureMaps:
             "class_names": np.array(list(class_names)), "map_size": np.array(self.size),
             "au_mean": self.au.mean(), "au_count": self.au.counts.cpu().numpy(),
             "gallery_index": idx.numpy(), "gallery_label": labels.cpu()[idx].numpy(),
-            "gallery_image": images[idx].cpu().numpy() if len(idx) else np.zeros((0, 1, 1, 3), np.uint8),
+            "gallery_image": rows_of(images, idx) if len(idx) else np.zeros((0, 1, 1, 3), np.uint8),
             "gallery_au": self.gallery_au.cpu().numpy(),
         }
         for name, per_layer in self.att.items():
@@ -253,45 +254,110 @@ def batches(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, n))
 
 
+class ExtractorError(RuntimeError):
+    """One extractor failed on a shared model: its row fails, the other extractors' rows land."""
+
+
+def _reference_index(methods: Sequence[Method]) -> int | None:
+    """The first method whose ``explain`` is the base one: its Output *is* a clean forward, so the
+    other extractors' logits can be checked against it without an extra forward pass."""
+    for i, method in enumerate(methods):
+        if type(method).explain is Method.explain:
+            return i
+    return None
+
+
+#: explain() must return the logits of a clean forward; this much disagreement (relative to the
+#: largest logit) means the extractor handed back another forward's Output.
+LOGIT_TOLERANCE = 1e-3
+
+
 def evaluate(model: torch.nn.Module, methods: Sequence[Method], images: torch.Tensor, labels: torch.Tensor,
              landmarks: torch.Tensor, *, codebook: Codebook, edge: float, class_names: Sequence[str],
              batch_size: int, device: torch.device, layers: Sequence[str] = (),
              channels_last: bool = False, maps: dict[str, np.ndarray] | None = None,
-             map_size: int = MAP_SIZE, gallery_size: int = GALLERY_SIZE) -> dict[str, dict]:
+             map_size: int = MAP_SIZE, gallery_size: int = GALLERY_SIZE,
+             trained: Method | None = None, failures: dict[str, str] | None = None) -> dict[str, dict]:
     """Evaluate every extractor in ``methods`` on one trained model; returns metrics per method name.
 
     ``images`` are uint8 (N, H, W, 3) on the host; each batch moves to ``device`` once. Pass a dict
     as ``maps`` to have it filled with the figure arrays (``FigureMaps.arrays``) from this same pass.
+
+    Each extractor's logits are checked against a clean forward of the unmodified batch (the
+    trained method's forward, ``trained``): a plugin that returns another forward's Output would
+    silently change CL and ATT-COS. Pass a dict as ``failures`` to isolate extractors: one that
+    raises or returns wrong logits is recorded there (name -> error) and left out of the result,
+    while the others are evaluated; without it, the first failure raises. Non-finite logits from
+    the model itself always raise.
     """
     model.eval()
     num_classes = len(class_names)
     accs: dict[str, MethodAccumulator] = {}
     has_cam: dict[str, bool] = {}
+    errors: dict[str, str] = {}
+    drift = {m.name: torch.zeros((), device=device) for m in methods}
+    nonfinite = torch.zeros((), device=device, dtype=torch.bool)
+    reference = _reference_index(methods)
+    needs_labels = (trained or methods[0]).needs_labels
     H, W = images.shape[1:3]
     figure = (FigureMaps(num_classes, map_size, device, pick_gallery(labels, landmarks, gallery_size))
               if maps is not None else None)
-    for sl in batches(len(labels), batch_size):
-        x = to_input(images[sl].to(device, non_blocking=True), channels_last)
-        y = labels[sl].to(device, non_blocking=True)
-        lm = landmarks[sl].to(device, non_blocking=True)
+    source = as_feed(images, labels, landmarks, device)      # a SplitFeed (streamed, prefetched) or tensors
+    for sl, (x, y, lm) in zip(batches(len(labels), batch_size), source.batches(None, batch_size, False)):
+        x = to_input(x, channels_last)
         au_maps, valid = render_au_maps(lm, y, (H, W), (H, W), codebook, edge)
         if figure is not None:
             small, small_valid = render_au_maps(lm, y, (H, W), (map_size, map_size), codebook, edge)
             figure.add_au(sl, small, y, small_valid)
-        for method in methods:
-            output, cam = method.explain(model, x, y)
+        explained = {}
+        for i, method in enumerate(methods):
+            if method.name in errors:
+                continue
+            try:
+                explained[i] = method.explain(model, x, y)
+            except Exception as exc:  # noqa: BLE001 - isolated below, or re-raised
+                if failures is None:
+                    raise
+                errors[method.name] = f"{type(exc).__name__}: {exc}"
+        if reference is not None and reference in explained:
+            clean = explained[reference][0].logits.detach()
+        else:
+            with torch.no_grad():
+                clean = model(x, labels=y if needs_labels else None).logits
+        nonfinite |= ~torch.isfinite(clean).all()
+        scale = clean.abs().amax().clamp_min(1.0)
+        for i, (output, cam) in explained.items():
+            method = methods[i]
+            logits = output.logits.detach()
+            if logits.shape != clean.shape:
+                errors[method.name] = (f"explain() returned logits of shape {tuple(logits.shape)} for a batch whose "
+                                       f"clean forward gives {tuple(clean.shape)}")
+                continue
+            drift[method.name] = torch.maximum(drift[method.name], (logits.float() - clean.float()).abs().amax() / scale)
             if method.name not in accs:
                 names = tuple(layers) or tuple(k for k, v in output.features.items() if v.dim() == 4)
                 accs[method.name] = MethodAccumulator(num_classes, names, device)
                 has_cam[method.name] = cam is not None
             cam = None if cam is None else cam.detach()
             features = {k: v.detach() for k, v in output.features.items()}
-            accs[method.name].update(output.logits.detach(), cam, features, y, au_maps, valid)
+            accs[method.name].update(logits, cam, features, y, au_maps, valid)
             if figure is not None:
                 figure.add_method(method.name, sl, y, cam, features, accs[method.name].layers)
+    if bool(nonfinite):
+        raise ValueError("the trained model gives non-finite logits on the test split; no metric is reported")
+    for name, value in zip(drift, torch.stack(list(drift.values())).tolist()):
+        if name not in errors and value > LOGIT_TOLERANCE:
+            errors[name] = (f"explain() returned logits that differ from a clean forward of the same batch by up to "
+                            f"{value:.3g} (relative): a plugin must return the Output of the unmodified batch")
+    if errors and failures is None:
+        name, error = next(iter(errors.items()))
+        raise ExtractorError(f"{name}: {error}")
+    if failures is not None:
+        failures.update(errors)
     if figure is not None:
-        maps.update(figure.arrays(images, labels, class_names))
-    return {name: acc.metrics(class_names, has_cam[name]) for name, acc in accs.items()}
+        maps.update({k: v for k, v in figure.arrays(images, labels, class_names).items()
+                     if k.split(".")[0] not in errors})
+    return {name: acc.metrics(class_names, has_cam[name]) for name, acc in accs.items() if name not in errors}
 
 
 def accuracy(model: torch.nn.Module, needs_labels: bool, images: torch.Tensor, labels: torch.Tensor, *,
@@ -300,9 +366,8 @@ def accuracy(model: torch.nn.Module, needs_labels: bool, images: torch.Tensor, l
     model.eval()
     correct = torch.zeros((), device=device, dtype=torch.long)
     with torch.no_grad():
-        for sl in batches(len(labels), batch_size):
-            x = to_input(images[sl].to(device, non_blocking=True), channels_last)
-            y = labels[sl].to(device, non_blocking=True)
+        for x, y, _ in as_feed(images, labels, None, device).batches(None, batch_size, False):
+            x = to_input(x, channels_last)
             logits = model(x, labels=y if needs_labels else None).logits
             correct += (logits.argmax(1) == y).sum()
     return correct.double() * 100 / max(len(labels), 1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -74,7 +74,9 @@ def execute_trial(spec: TrialSpec, run_dir: str, reporter: Callable[[dict], None
 
     store = RunStore(run_dir)
     try:
-        run_trial(spec, store, reporter)
+        failures = run_trial(spec, store, reporter)["failures"]
+        if failures:                  # the trained model's other rows landed; these rows did not
+            return TrialOutcome(spec, "failed", failed_rows_message(failures))
         return TrialOutcome(spec, "ok")
     except Exception as exc:  # noqa: BLE001 - any trial error is recorded, the sweep goes on
         error = f"{type(exc).__name__}: {exc}"
@@ -84,6 +86,12 @@ def execute_trial(spec: TrialSpec, run_dir: str, reporter: Callable[[dict], None
         return TrialOutcome(spec, "failed", error)
     finally:
         _release_memory()
+
+
+def failed_rows_message(failures: dict[str, str]) -> str:
+    """One line for a trial whose model trained but some extractors' rows failed."""
+    parts = "; ".join(f"{name}: {' '.join(error.split())[:200]}" for name, error in failures.items())
+    return f"{len(failures)} of its rows failed (the others landed): {parts}"
 
 
 def _release_memory() -> None:
@@ -99,11 +107,26 @@ def _release_memory() -> None:
 
 @dataclass
 class LocalExecutor:
-    """Trials one after another in this process, with a rich progress bar."""
+    """Trials one after another in this process, with a rich progress bar.
+
+    ``threads`` is the torch thread count, as in a Ray trial with that many CPUs: CPU reductions
+    depend on it, and the same seed must give the same numbers under either executor.
+    """
 
     console: Console
+    threads: int = 1
 
     def run(self, specs: list[TrialSpec], run_dir: Path) -> list[TrialOutcome]:
+        import torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            return self._run(specs, run_dir)
+        finally:
+            torch.set_num_threads(previous)
+
+    def _run(self, specs: list[TrialSpec], run_dir: Path) -> list[TrialOutcome]:
         outcomes = []
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[status]}"), TimeElapsedColumn())
@@ -113,7 +136,7 @@ class LocalExecutor:
                 epochs = progress.add_task(spec.label, total=None, status="starting")
 
                 def report(metrics: dict[str, Any], task=epochs) -> None:
-                    progress.update(task, total=metrics["epochs"], completed=metrics["epoch"],
+                    progress.update(task, total=metrics["epochs"], completed=min(metrics["epoch"], metrics["epochs"]),
                                     status=f"loss {metrics['train_loss']:.3f}  best CL {metrics['best_cl']:.1f}")
 
                 outcome = execute_trial(spec, str(run_dir), report)
@@ -133,12 +156,17 @@ class RayExecutor:
     max_concurrent: int = 0
     address: str | None = None
     max_failures: int = 0
+    callbacks: list = field(default_factory=list)      # Ray Tune logger callbacks (bench run --log)
+
+    def check_resources(self) -> None:
+        """Start or join Ray and refuse a GPU request the cluster cannot meet (before any planning)."""
+        init_ray(self.address)
+        check_gpus(self.gpus_per_trial)
 
     def run(self, specs: list[TrialSpec], run_dir: Path) -> list[TrialOutcome]:
         from ray import tune
 
-        init_ray(self.address)
-        check_gpus(self.gpus_per_trial)
+        self.check_resources()
         trainable = tune.with_resources(_ray_trainable, {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial})
         progress = _RayProgress(self.console, specs)
         tuner = tune.Tuner(
@@ -151,7 +179,7 @@ class RayExecutor:
             run_config=tune.RunConfig(
                 storage_path=str((run_dir / "ray").resolve()), name=time.strftime("sweep-%Y%m%d-%H%M%S"), verbose=0,
                 failure_config=tune.FailureConfig(max_failures=self.max_failures),
-                callbacks=[progress.callback()],
+                callbacks=[progress.callback(), *self.callbacks],
             ),
         )
         with progress:
@@ -164,6 +192,11 @@ class RayExecutor:
             record = by_id.get(spec.id)
             if record is None:
                 outcomes.append(TrialOutcome(spec, "failed", "the trial wrote no result (worker lost?)"))
+            elif record["status"] == "ok":
+                failures = {row["method"]: row.get("error") or "?" for row in record.get("rows", [])
+                            if row.get("status", "ok") != "ok"}
+                outcomes.append(TrialOutcome(spec, "failed", failed_rows_message(failures)) if failures
+                                else TrialOutcome(spec, "ok"))
             else:
                 outcomes.append(TrialOutcome(spec, record["status"], (record.get("error") or "").split("\n")[0] or None))
         return outcomes

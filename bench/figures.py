@@ -5,6 +5,9 @@
   are pooled: class means are weighted by their sample counts.
 - ``gallery-<dataset>-cam.png`` / ``gallery-<dataset>-attention.png``: a few test faces (rows)
   with their AU map, then each method's CAM (or attention) w/o and w/ AU overlaid, side by side.
+- ``curves-<dataset>.png`` (trials evaluated with ``--eval extended`` only): the deletion and
+  insertion curves, mean target-class confidence against the fraction of pixels removed or
+  inserted in CAM order, one colour per method, dashed w/o AU and solid w/ AU, averaged over seeds.
 
 Matplotlib's object API with the Agg canvas: no global backend, no display needed. Sizes are
 fixed in inches at ``DPI``, so a figure's pixel size follows from its grid (see ``grid_size``).
@@ -26,6 +29,9 @@ LABEL_W = 1.3        # inches for the row labels
 HEADER_H = 0.45      # inches for the column headers
 TITLE_H = 0.4        # inches for the figure title
 NEUTRAL_NAME = "Neutral"
+CURVES = (("deletion_curve", "Deletion (lower is better)", "fraction of pixels removed"),
+          ("insertion_curve", "Insertion (higher is better)", "fraction of pixels inserted"))
+CURVES_SIZE = (11.0, 4.2)   # inches: two panels and a legend
 
 
 @dataclass
@@ -58,15 +64,19 @@ class TrialMaps:
         return None if name not in layers else self.get("gallery_att")[:, layers.index(name)].astype(np.float64)
 
 
-def collect(run_dirs: Sequence[Path], methods: Sequence[str] = (), datasets: Sequence[str] = ()) -> list[TrialMaps]:
-    """Every (finished trial, evaluated method) that has saved maps, filtered by method and dataset."""
+def collect(run_dirs: Sequence[Path], methods: Sequence[str] = (), datasets: Sequence[str] = (),
+            selection=None) -> list[TrialMaps]:
+    """Every (finished trial, evaluated method) that has saved maps, filtered by method and dataset.
+
+    ``selection`` (``bench.run_configs.Selection``) keeps only the trials of the chosen settings.
+    """
     from bench.store import RunStore
 
     out, seen_methods, seen_datasets = [], set(), set()
     for run_dir in run_dirs:
         store = RunStore(run_dir)
         for record in store.records():
-            if record["status"] != "ok":
+            if record["status"] != "ok" or (selection is not None and not selection.keeps(run_dir.name, record["id"])):
                 continue
             spec = record["spec"]
             for row in record["rows"]:
@@ -79,7 +89,7 @@ def collect(run_dirs: Sequence[Path], methods: Sequence[str] = (), datasets: Seq
             if arrays is None:
                 continue
             for row in record["rows"]:
-                if methods and row["method"] not in methods:
+                if (methods and row["method"] not in methods) or (row.get("status") or "ok") != "ok":
                     continue
                 if f"{row['method']}.att_mean" not in arrays:
                     continue
@@ -242,10 +252,64 @@ def gallery_figure(trials: Sequence[TrialMaps], path: Path, kind: str, layer: st
     return _save(fig, path)
 
 
+def _mean_curves(trials: Sequence[TrialMaps], key: str) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """(fractions, mean curve over seeds, seeds) of trials whose curves share one fraction grid."""
+    have = [t for t in trials if t.get(key) is not None and "curve_fractions" in t.arrays]
+    if not have:
+        return None
+    fractions = np.asarray(have[0].arrays["curve_fractions"], dtype=np.float64)
+    same = [t for t in have if np.array_equal(np.asarray(t.arrays["curve_fractions"], dtype=np.float64), fractions)
+            and t.get(key).shape == fractions.shape]
+    if len(same) < len(have):
+        warnings.warn(f"{len(have) - len(same)} {trials[0].title} trial(s) on {trials[0].dataset} have {key} on "
+                      "another fraction grid; left out")
+    return fractions, np.mean([t.get(key).astype(np.float64) for t in same], axis=0), len(same)
+
+
+def curves_figure(trials: Sequence[TrialMaps], path: Path) -> Path | None:
+    """Deletion and insertion curves of every method on one dataset, w/o (dashed) vs w/ AU (solid);
+    None when no trial has curves (they come only from ``bench run --eval extended``)."""
+    if not any(t.get(key) is not None for t in trials for key, _, _ in CURVES):
+        return None
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=CURVES_SIZE, dpi=DPI)
+    axes = fig.subplots(1, 2)
+    colours = {}
+    seeds = sorted({t.seed for t in trials})
+    for ax, (key, title, xlabel) in zip(axes, CURVES):
+        for method in dict.fromkeys(t.method for t in trials):
+            for au in (False, True):
+                side = [t for t in trials if t.method == method and t.au == au]
+                curve = _mean_curves(side, key) if side else None
+                if curve is None:
+                    continue
+                fractions, mean, n = curve
+                colour = colours.setdefault(method, f"C{len(colours) % 10}")
+                ax.plot(fractions, mean, color=colour, linestyle="-" if au else "--", linewidth=1.4,
+                        label=f"{side[0].title} {'w/ AU' if au else 'w/o AU'}")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(xlabel, fontsize=9)
+        ax.set_ylabel("mean target-class confidence", fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    for h, l in zip(*axes[1].get_legend_handles_labels()):
+        if l not in labels:
+            handles.append(h)
+            labels.append(l)
+    fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
+    fig.suptitle(f"{trials[0].dataset}: deletion and insertion curves (mean over "
+                 f"seed{'s' * (len(seeds) != 1)} {', '.join(map(str, seeds))})", fontsize=10)
+    fig.subplots_adjust(left=0.07, right=0.78, bottom=0.14, top=0.84, wspace=0.3)
+    return _save(fig, path)
+
+
 def write_figures(run_dirs: Sequence[Path], out_dir: Path, *, methods: Sequence[str] = (),
-                  datasets: Sequence[str] = (), layer: str | None = None) -> list[Path]:
-    """All figures of the given runs into ``out_dir``; returns the PNG paths."""
-    trials = collect(run_dirs, methods, datasets)
+                  datasets: Sequence[str] = (), layer: str | None = None, selection=None) -> list[Path]:
+    """All figures of the given runs (the trials ``selection`` keeps) into ``out_dir``; returns the PNG paths."""
+    trials = collect(run_dirs, methods, datasets, selection)
     if not trials:
         raise UserError(f"no saved maps in run {', '.join(d.name for d in run_dirs)}: "
                         "figures need trials finished by this version of bench run (results/<run>/maps/)")
@@ -262,4 +326,7 @@ def write_figures(run_dirs: Sequence[Path], out_dir: Path, *, methods: Sequence[
             path = gallery_figure(on_ds, out_dir / f"gallery-{dataset}-{kind}.png", kind, layer)
             if path is not None:
                 paths.append(path)
+        path = curves_figure(on_ds, out_dir / f"curves-{dataset}.png")
+        if path is not None:
+            paths.append(path)
     return paths

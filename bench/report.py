@@ -1,19 +1,25 @@
 """``bench report``: one Markdown file that a reader can trust on its own.
 
-It bundles the table, the figures, where the numbers came from (versions, hardware, config
-hashes, selection split, data fingerprints) and what they cost (each trial's wall time), read
-from the trial records, so a result is never separated from its provenance.
+It bundles the tables, the figures, what the numbers were computed on (split sizes, faces
+without landmarks, dropped labels, skipped images), where they came from (versions, hardware,
+settings, config hashes, selection split, data fingerprints) and what they cost (each trial's wall
+time), read from the trial records, so a result is never separated from its provenance.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench.table import DATASET_TITLES, Table, to_markdown
+from bench.table import DATASET_TITLES, MISSING, Table, to_markdown
+
+#: Skipped image paths listed per split before "and N more".
+SHOWN_PATHS = 5
+SPLITS = ("train", "val", "test")
 
 
 def _md(text: Any) -> str:
@@ -49,23 +55,25 @@ def provenance_section(records: Sequence[dict]) -> list[str]:
              f"| python | {tally(p.get('python') for p in prov)} |",
              f"| packages | {tally(packages)} |",
              f"| hardware | {tally(hardware)} |", ""]
+    from bench.run_configs import setting_of
+
     configs: dict[tuple, dict] = {}
     for r in records:
         spec = r["spec"]
         row = (r.get("rows") or [{}])[0]
-        key = (spec.get("profile"), row.get("config_hash") or spec.get("config_digest") or "—",
+        key = (setting_of(r)[:12], spec.get("profile"), row.get("config_hash") or spec.get("config_digest") or "—",
                " ".join(f"{k}={v}" for k, v in spec.get("overrides") or []) or "—",
                row.get("selection_split", "—"), row.get("data_fingerprint", "—"))
         entry = configs.setdefault(key, {"trials": 0, "datasets": set()})
         entry["trials"] += 1
         entry["datasets"].add(spec["dataset"])
-    lines += ["| profile | config hash | overrides | selection split | data fingerprint | datasets | trials |",
-              "|:---|:---|:---|:---|:---|:---|---:|"]
-    for (profile, digest, overrides, split, fingerprint), entry in sorted(configs.items(), key=lambda kv: str(kv[0])):
+    lines += ["| setting | profile | config hash | overrides | selection split | data fingerprint | datasets | trials |",
+              "|:---|:---|:---|:---|:---|:---|:---|---:|"]
+    for (setting, profile, digest, overrides, split, fingerprint), entry in sorted(configs.items(), key=lambda kv: str(kv[0])):
         datasets = ", ".join(DATASET_TITLES.get(d, d) for d in sorted(entry["datasets"]))
-        lines.append(f"| {_md(profile)} | `{digest}` | {_md(overrides)} | {_md(split)} | `{fingerprint}` | "
+        lines.append(f"| `{setting}` | {_md(profile)} | `{digest}` | {_md(overrides)} | {_md(split)} | `{fingerprint}` | "
                      f"{datasets} | {entry['trials']} |")
-    if any(key[3] == "test" for key in configs):
+    if any(key[4] == "test" for key in configs):
         lines += ["", "Some models were selected on the test split: their test numbers are optimistic."]
     return lines + [""]
 
@@ -89,39 +97,170 @@ def wall_times_section(records: Sequence[dict]) -> list[str]:
     return lines + [""]
 
 
-def figures_section(run_dirs: Sequence[Path], out_dir: Path, report_dir: Path) -> list[str]:
+def figures_section(run_dirs: Sequence[Path], out_dir: Path, report_dir: Path, selection=None) -> list[str]:
     from bench.errors import UserError
     from bench.figures import write_figures
 
     lines = ["## Figures", ""]
     try:
-        paths = write_figures(run_dirs, out_dir)
+        paths = write_figures(run_dirs, out_dir, selection=selection)
     except UserError as exc:
         return lines + [f"No figures: {exc}", ""]
+    kinds = {"averages-": "Per-class average attention and CAM, w/o vs w/ AU",
+             "gallery-": "Gallery of test faces",
+             "curves-": "Deletion and insertion curves (mean target-class confidence), w/o vs w/ AU"}
     for path in paths:
         name = path.stem
-        kind = ("Per-class average attention and CAM, w/o vs w/ AU" if name.startswith("averages-")
-                else "Gallery of test faces")
+        kind = next((text for prefix, text in kinds.items() if name.startswith(prefix)), name)
         lines += [f"**{kind}** (`{path.name}`)", "", f"![{name}]({os.path.relpath(path, report_dir)})", ""]
     return lines
 
 
-def render_report(run_dirs: Sequence[Path], table: Table, records: Sequence[dict], figure_lines: list[str]) -> str:
-    ok = sum(r["status"] == "ok" for r in records)
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
+def counts_line(records: Sequence[dict]) -> str:
+    """Trials and results (one per evaluated method) counted the way the table counts them."""
+    trials_failed = sum(r["status"] != "ok" for r in records)
+    rows_in_failed = sum(len(r["spec"].get("evaluate") or []) for r in records if r["status"] != "ok")
+    ok_rows = [row for r in records if r["status"] == "ok" for row in r.get("rows") or []]
+    extractors_failed = sum((row.get("status") or "ok") != "ok" for row in ok_rows)
+    rows = len(ok_rows) + rows_in_failed
+    failed = rows_in_failed + extractors_failed
+    text = (f"{_count(len(records), 'trial')} ({len(records) - trials_failed} finished, {trials_failed} failed); "
+            f"{_count(rows, 'result')}, one per evaluated method ({rows - failed} ok, {failed} failed")
+    parts = []
+    if rows_in_failed:
+        parts.append(f"{rows_in_failed} in {_count(trials_failed, 'failed trial')}")
+    if extractors_failed:
+        parts.append(f"{_count(extractors_failed, 'failed extractor')} in finished trials")
+    return text + (": " + ", ".join(parts) if parts else "") + ")"
+
+
+def _by_split(values: Any, split: str) -> str:
+    if not isinstance(values, dict) or values.get(split) is None:
+        return MISSING
+    return _md(values[split])
+
+
+def _dropped(dropped: Any) -> str:
+    if not isinstance(dropped, dict) or not dropped:
+        return MISSING
+    parts = []
+    for split in SPLITS:
+        codes = dropped.get(split)
+        if isinstance(codes, dict):
+            inner = ", ".join(f"code {_md(code)}: {_md(n)}" for code, n in sorted(codes.items(), key=lambda kv: str(kv[0])))
+            parts.append(f"{split}: {inner or 'none'}")
+    return "; ".join(parts) or MISSING
+
+
+def _skipped_paths(data: dict) -> list[str]:
+    lines = []
+    paths = data.get("skipped_paths") if isinstance(data.get("skipped_paths"), dict) else {}
+    counts = data.get("skipped") if isinstance(data.get("skipped"), dict) else {}
+    for split in SPLITS:
+        listed = list(paths.get(split) or [])
+        total = max(int(counts.get(split) or 0), len(listed))
+        if not total:
+            continue
+        shown = ", ".join(f"`{_md(p)}`" for p in listed[:SHOWN_PATHS])
+        more = total - min(len(listed), SHOWN_PATHS)
+        text = shown + (f", and {more} more" if shown and more else "") if shown else f"{total} (paths not recorded)"
+        lines.append(f"- Skipped images, {split}: {text}")
+    return lines
+
+
+def _coverage(records: Sequence[dict]) -> str:
+    """AU coverage as recorded; w/o AU trials may not compute it, so differing values are shown per AU mode."""
+    def text(value: Any) -> str:
+        return MISSING if value is None else f"{float(value):.3f}"
+
+    by_au: dict[bool, list[str]] = {}
+    for r in records:
+        value = text(r["data"].get("au_coverage"))
+        by_au.setdefault(bool(r["spec"]["au"]), [])
+        if value not in by_au[bool(r["spec"]["au"])]:
+            by_au[bool(r["spec"]["au"])].append(value)
+    values = {v for vs in by_au.values() for v in vs}
+    if len(values) == 1:
+        return values.pop()
+    return ", ".join(f"{'w/ AU' if au else 'w/o AU'}: {' / '.join(by_au[au])}" for au in sorted(by_au))
+
+
+def _data_lines(data: dict, coverage: str) -> list[str]:
+    lines = ["| split | images | without valid landmarks | skipped (unreadable) | placement |",
+             "|:---|---:|---:|---:|:---|"]
+    for split in SPLITS:
+        lines.append(f"| {split} | {_by_split(data.get('counts'), split)} | "
+                     f"{_by_split(data.get('without_landmarks'), split)} | {_by_split(data.get('skipped'), split)} | "
+                     f"{_by_split(data.get('placement'), split)} |")
+    lines += ["",
+              f"- Data root: {_md(data.get('data_root') or 'none (generated)')}",
+              f"- Landmarks: {_md(data.get('landmark_source') or MISSING)}"
+              + (f" (digest `{_md(data['landmark_digest'])}`)" if data.get("landmark_digest") else ""),
+              f"- AU coverage: {coverage}",
+              f"- Dropped labels (dataset codes): {_dropped(data.get('dropped_labels'))}",
+              *_skipped_paths(data)]
+    return lines
+
+
+def data_section(records: Sequence[dict]) -> list[str]:
+    """Per dataset, the records' ``data`` section; trials that disagree are shown as variants."""
+    lines = ["## Data", ""]
+    by_dataset: dict[str, list[dict]] = {}
+    for r in records:
+        by_dataset.setdefault(r["spec"]["dataset"], []).append(r)
+    for dataset in sorted(by_dataset):
+        recs = by_dataset[dataset]
+        lines += [f"### {DATASET_TITLES.get(dataset, dataset)}", ""]
+        with_data = [r for r in recs if isinstance(r.get("data"), dict) and r["data"]]
+        if len(with_data) < len(recs):
+            missing = len(recs) - len(with_data)
+            lines += [f"{missing} of {_count(len(recs), 'trial')} {'has' if missing == 1 else 'have'} no data section "
+                      "(failed before loading the data, or written before bench recorded it).", ""]
+        variants: dict[str, list[dict]] = {}
+        for r in with_data:
+            key = {k: v for k, v in r["data"].items() if k != "au_coverage"}
+            variants.setdefault(json.dumps(key, sort_keys=True, default=str), []).append(r)
+        for i, group in enumerate(variants.values(), start=1):
+            if len(variants) > 1:
+                seeds = sorted({r["spec"]["seed"] for r in group})
+                modes = " and ".join(("w/ AU" if au else "w/o AU") for au in sorted({bool(r["spec"]["au"]) for r in group}))
+                lines += [f"**Variant {i} of {len(variants)}** ({_count(len(group), 'trial')}: {modes}, "
+                          f"seed{'s' * (len(seeds) != 1)} {', '.join(map(str, seeds))}):", ""]
+            lines += _data_lines(group[0]["data"], _coverage(group)) + [""]
+    return lines
+
+
+def render_report(run_dirs: Sequence[Path], table: Table, records: Sequence[dict], figure_lines: list[str],
+                  extended: Table | None = None, settings: Sequence[str] = ()) -> str:
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    shown = f" Settings shown: {'; '.join(settings)}." if settings else ""
     lines = [f"# Report: {', '.join(d.name for d in run_dirs)}", "",
-             f"{len(records)} trials ({ok} finished, {len(records) - ok} failed) from "
-             f"{', '.join(f'`{d}`' for d in run_dirs)}; written {now}.", "",
+             f"{counts_line(records)} from {', '.join(f'`{d}`' for d in run_dirs)}; written {now}.{shown}", "",
              "## Results", "", to_markdown(table).rstrip("\n"), ""]
-    return "\n".join(lines + figure_lines + provenance_section(records) + wall_times_section(records))
+    if extended is not None:
+        lines += ["## Faithfulness and sanity (`--eval extended`)", "", to_markdown(extended).rstrip("\n"), ""]
+    return "\n".join(lines + figure_lines + data_section(records) + provenance_section(records)
+                     + wall_times_section(records))
 
 
-def write_report(run_dirs: Sequence[Path], table: Table, path: Path, with_figures: bool = True) -> Path:
+def write_report(run_dirs: Sequence[Path], table: Table, path: Path, with_figures: bool = True, *,
+                 extended: Table | None = None, selection=None) -> Path:
+    """Write the report of the selected trials (``bench.run_configs.Selection``; None: every trial)."""
     from bench.store import RunStore, atomic_write_text
 
-    records = [r for d in run_dirs for r in RunStore(d).records()]
+    if selection is None:
+        records = [r for d in run_dirs for r in RunStore(d).records()]
+        settings: list[str] = []
+    else:
+        records = [r for d in run_dirs for r in selection.records(d)]
+        settings = [f"run {name}: {s.label()}" for name, chosen in selection.shown.items() for s in chosen]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        figure_lines = figures_section(run_dirs, path.parent / "figures", path.parent) if with_figures else []
-    atomic_write_text(path, render_report(run_dirs, table, records, figure_lines))
+        figure_lines = (figures_section(run_dirs, path.parent / "figures", path.parent, selection)
+                        if with_figures else [])
+    atomic_write_text(path, render_report(run_dirs, table, records, figure_lines, extended, settings))
     return path

@@ -2,8 +2,10 @@
 
 A spec names the method that is *trained* and the methods *evaluated* on that model: post-hoc
 extractors (``trains_like``) share the training run of the method they name unless ``share`` is
-off. The resolved configuration's digest is part of the content, so changing the profile or an
-override gives new ids (old results are never silently reused for a different config).
+off. ``identity`` is the digest of everything the trial's numbers depend on (``bench.identity``:
+resolved config, each method's resolved Config and plugin version, the data fingerprint), so a
+changed default, landmark file or data root gives a new id and old results are never reused.
+``setting`` names the command-line configuration (profile + overrides) a run folder was filled with.
 """
 from __future__ import annotations
 
@@ -25,12 +27,26 @@ class TrialSpec:
     seed: int
     profile: str
     overrides: tuple[tuple[str, Any], ...] = ()
-    config_digest: str = ""
+    identity: str = ""
 
     @property
     def id(self) -> str:
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        """Content only: the cell and its identity. Two command lines that resolve to the same
+        configuration share their trials, and a --set for one method leaves other methods' ids alone."""
+        cell = {k: v for k, v in self.to_dict().items() if k not in ("profile", "overrides")}
+        blob = json.dumps(cell, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def setting(self) -> str:
+        """The configuration of the ``bench run`` command (profile + overrides), whatever the cell."""
+        blob = json.dumps([self.profile, [list(kv) for kv in self.overrides]], sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @property
+    def shared(self) -> bool:
+        """Whether other methods are evaluated on this trial's trained model."""
+        return any(name != self.method for name in self.evaluate)
 
     @property
     def label(self) -> str:
@@ -45,7 +61,8 @@ class TrialSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrialSpec":
-        d = dict(d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}     # older records carry retired fields
         d["evaluate"] = tuple(d["evaluate"])
         d["overrides"] = tuple(tuple(kv) for kv in d.get("overrides", ()))
         return cls(**d)
@@ -63,14 +80,13 @@ def group_methods(methods: Iterable[str], share: bool = True) -> list[tuple[str,
 
 def expand_grid(methods: list[str], datasets: list[str], au_modes: list[bool], seeds: list[int],
                 profile: str, overrides: tuple[tuple[str, Any], ...],
-                config_digest: str | Callable[[str, str], str], share: bool = True) -> list[TrialSpec]:
-    """All cells. ``config_digest`` is one digest, or ``(dataset, trained method) -> digest`` when
-    the profile has per-dataset or per-method tables."""
+                identity: Callable[[str, str, tuple[str, ...], bool, int], str], share: bool = True) -> list[TrialSpec]:
+    """All cells; ``identity(dataset, trained, evaluated, au, seed)`` gives each cell's identity digest."""
     specs = []
     for dataset in datasets:
         for train, evaluated in group_methods(methods, share):
-            digest = config_digest(dataset, train) if callable(config_digest) else config_digest
             for seed in seeds:
                 for au in au_modes:
-                    specs.append(TrialSpec(train, evaluated, dataset, au, seed, profile, overrides, digest))
+                    specs.append(TrialSpec(train, evaluated, dataset, au, seed, profile, overrides,
+                                           identity(dataset, train, evaluated, au, seed)))
     return specs

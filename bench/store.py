@@ -21,14 +21,32 @@ import polars as pl
 from bench.spec import TrialSpec
 
 
+def process_umask() -> int:
+    """The umask, read without changing it (``os.umask`` can only be read by setting it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write) -> None:
-    """Write through ``write(binary file)`` to a temporary name beside ``path``, then rename."""
+    """Write through ``write(binary file)`` to a temporary name beside ``path``, then rename.
+
+    The file gets the permissions of a plain ``open`` (0666 minus the umask): ``mkstemp`` makes
+    it owner-only, and collaborators on a shared results folder must be able to read it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
+            os.fchmod(fh.fileno(), 0o666 & ~process_umask())
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -76,11 +94,12 @@ class RunStore:
 
     def write(self, spec: TrialSpec, status: str, rows: list[dict[str, Any]], *, error: str | None = None,
               timings: dict[str, float] | None = None, provenance: dict[str, Any] | None = None,
-              history: list[dict[str, Any]] | None = None) -> Path:
+              history: list[dict[str, Any]] | None = None, data: dict[str, Any] | None = None,
+              identity: dict[str, Any] | None = None) -> Path:
         record = {
-            "id": spec.id, "spec": spec.to_dict(), "status": status, "error": error,
+            "id": spec.id, "spec": spec.to_dict(), "setting": spec.setting, "status": status, "error": error,
             "rows": rows, "timings": timings or {}, "provenance": provenance or {},
-            "history": history or [],
+            "history": history or [], "data": data or {}, "identity": identity or {},
         }
         path = self.trial_path(spec.id)
         atomic_write_text(path, json.dumps(record, indent=1, default=str))
@@ -100,8 +119,10 @@ class RunStore:
         return out
 
     def finished_ids(self) -> set[str]:
-        """Trials that completed successfully (failed ones are retried on the next run)."""
-        return {r["id"] for r in self.records() if r["status"] == "ok"}
+        """Trials whose every row is ok: a failed trial, or one with a failed extractor row, is run
+        again by the next ``bench run``."""
+        return {r["id"] for r in self.records()
+                if r["status"] == "ok" and all(row.get("status", "ok") == "ok" for row in r.get("rows", []))}
 
     def frame(self) -> pl.DataFrame:
         """One row per (trial, evaluated method); failed trials give one row with status=failed."""
@@ -110,7 +131,8 @@ class RunStore:
             spec = record["spec"]
             base = {"run": self.run_dir.name, "trial_id": record["id"], "status": record["status"],
                     "error": record.get("error"), "dataset": spec["dataset"], "au": spec["au"],
-                    "seed": spec["seed"], "profile": spec["profile"], "train_method": spec["method"]}
+                    "seed": spec["seed"], "profile": spec["profile"], "train_method": spec["method"],
+                    "setting": record.get("setting")}
             if record["status"] == "ok":
                 for row in record["rows"]:
                     rows.append({**base, **{k: v for k, v in row.items() if not isinstance(v, (dict, list))}})

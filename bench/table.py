@@ -1,10 +1,14 @@
 """The comparison table, laid out as the paper's Tables 1-2.
 
 One row per method, grouped CNN-based / Transformer-based; per dataset, column pairs w/o AU | w/ AU
-for CL, CAM-COS and ATT-COS (one layer). With several seeds a cell is mean ± std (or a 95% CI);
-a paired test of AU on vs off marks significant w/ AU cells; the best value per column is bold;
-a reference (the paper's numbers) can sit beside ours or be shown as Δ. Every format (Markdown,
-rich, LaTeX, CSV) renders the same ``Table`` through the same cell formatter, so they agree.
+for CL, CAM-COS and ATT-COS (one layer), and on request the extended metrics (deletion, insertion,
+ROAD, sanity, pointing, relevance mass and rank). Every metric declares its direction (the header
+shows ↑ or ↓) and bold-best follows it. With several seeds a cell is mean ± std (or a 95% CI); a
+paired test of AU on vs off marks significant w/ AU cells; a reference (the paper's numbers) can sit
+beside ours or be shown as Δ. Rows that reuse another method's trained model (post-hoc extractors
+with sharing on) repeat its CL and ATT-COS: those cells are marked and neither bolded nor tested.
+Every format (Markdown, rich, LaTeX, CSV) renders the same ``Table`` through the same cell
+formatter, so they agree.
 """
 from __future__ import annotations
 
@@ -25,7 +29,16 @@ FAMILY_TITLES = {"cnn": "CNN-based", "transformer": "Transformer-based"}
 DATASET_TITLES = {"rafdb": "RAF-DB", "affectnet": "AffectNet", "synthetic": "Synthetic", "jaffe": "JAFFE"}
 MISSING = "—"
 SIG_MARK = "†"
+SHARED_MARK = "‡"
+FLAG_MARK = "§"
+UP, DOWN = "↑", "↓"
 METRIC_KEYS = ("cl", "cam-cos", "att-cos")
+EXTENDED_KEYS = ("deletion", "insertion", "road", "sanity", "pointing", "mass", "rank")
+ALL_METRIC_KEYS = METRIC_KEYS + EXTENDED_KEYS
+#: Row columns written only by ``bench run --eval extended``: a row with none of them was not evaluated so.
+EXTENDED_COLUMNS = ("deletion_auc", "insertion_auc", "road", "sanity_similarity", "sanity_pass", "pointing",
+                    "relevance_mass", "relevance_rank")
+EXTENDED_HINT = "run `bench run --eval extended` (same settings) to compute them"
 #: --layer auto: each method's own (first) alignment layer, as the paper's Table 2 compares CNNs
 #: at layer 5 with transformers at their aligned token map.
 AUTO_LAYER = "auto"
@@ -35,19 +48,47 @@ PAPER_SOURCE = "Belharbi et al., FG 2024, Tables 1-2 (one seed; models selected 
 
 @dataclass(frozen=True)
 class Metric:
-    column: str          # column in the store frame
-    label: str           # header
+    column: str                  # column in the store frame
+    label: str                   # header (without the direction arrow)
     digits: int
+    higher_better: bool = True
+    per_model: bool = False      # a property of the trained model: rows sharing one model repeat it
+    extended: bool = False       # computed only by ``bench run --eval extended``
+    flag_column: str | None = None   # boolean row column; False on any seed flags the cell
+    flag_note: str = ""
+
+    @property
+    def arrow(self) -> str:
+        return UP if self.higher_better else DOWN
+
+    @property
+    def header(self) -> str:
+        return f"{self.label} {self.arrow}"
+
+
+SANITY_NOTE = ("fails the model-randomisation test: its maps barely change when the top layers are "
+               "re-initialised")
 
 
 def metrics_for(layer: str, keys: Sequence[str] = METRIC_KEYS) -> list[Metric]:
     att_label = "ATT-COS (aligned layer)" if layer == AUTO_LAYER else f"ATT-COS ({layer})"
-    known = {"cl": Metric("cl", "CL", 2), "cam-cos": Metric("cam_cos", "CAM-COS", 3),
-             "att-cos": Metric(f"att_cos_{layer}", att_label, 3)}
+    known = {
+        "cl": Metric("cl", "CL", 2, per_model=True),
+        "cam-cos": Metric("cam_cos", "CAM-COS", 3),
+        "att-cos": Metric(f"att_cos_{layer}", att_label, 3, per_model=True),
+        "deletion": Metric("deletion_auc", "Deletion AUC", 3, higher_better=False, extended=True),
+        "insertion": Metric("insertion_auc", "Insertion AUC", 3, extended=True),
+        "road": Metric("road", "ROAD", 3, extended=True),
+        "sanity": Metric("sanity_similarity", "Sanity similarity", 3, higher_better=False, extended=True,
+                         flag_column="sanity_pass", flag_note=SANITY_NOTE),
+        "pointing": Metric("pointing", "Pointing", 3, extended=True),
+        "mass": Metric("relevance_mass", "Relevance mass", 3, extended=True),
+        "rank": Metric("relevance_rank", "Relevance rank", 3, extended=True),
+    }
     bad = [k for k in keys if k not in known]
     if bad:
-        raise UserError(f"unknown --metric {', '.join(bad)}: expected some of {', '.join(METRIC_KEYS)}")
-    return [known[k] for k in keys]
+        raise UserError(f"unknown --metric {', '.join(bad)}: expected some of {', '.join(ALL_METRIC_KEYS)}")
+    return [known[k] for k in dict.fromkeys(keys)]
 
 
 @dataclass
@@ -57,6 +98,9 @@ class Cell:
     best: bool = False
     significant: bool = False
     test: PairedTest | None = None     # set on the w/ AU cell of a tested pair
+    shared: str | None = None          # the method whose trained model (and so this number) it repeats
+    flag_fails: int = 0                # seeds whose flag column is False (e.g. failed sanity test)
+    flag_seen: int = 0                 # seeds that report the flag
 
     @property
     def mean(self) -> float | None:
@@ -143,8 +187,12 @@ class Table:
     metrics: list[Metric]
     rows: list[tuple[str, str, str]] = field(default_factory=list)       # (family, method, title)
     cells: dict[tuple[str, str, str, bool], Cell] = field(default_factory=dict)
-    failed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)      # one entry per failed trial or failed extractor
+    failed_rows: int = 0              # failed results (one per evaluated method), as `bench report` counts them
+    failed_trials: int = 0            # trials that failed (all their results failed)
+    failed_extractors: int = 0        # failed results inside trials that finished
     missing: list[str] = field(default_factory=list)
+    not_evaluated: list[str] = field(default_factory=list)   # where extended metrics were not computed
     spread: str = "std"
     test: str = "t"
     alpha: float = 0.05
@@ -153,6 +201,8 @@ class Table:
     layer: str = "layer5"
     selected_on_test: bool = False
     agnostic_cams: list[str] = field(default_factory=list)   # titles whose CAM is class-agnostic
+    classes: dict[str, list[int]] = field(default_factory=dict)   # dataset -> class counts seen
+    titles: dict[str, str] = field(default_factory=dict)          # method -> title (also shared sources)
 
     def cell(self, method: str, dataset: str, metric: Metric, au: bool) -> Cell:
         return self.cells.get((method, dataset, metric.column, au), EMPTY)
@@ -176,6 +226,16 @@ class Table:
     def group_width(self) -> int:
         """Columns per metric inside a dataset: w/o | w/ (| ref w/o | ref w/)."""
         return 2 if self.reference is None else 4
+
+    def dataset_caption(self, dataset: str) -> str:
+        """'RAF-DB (7 classes)'; the class count is left out when no record says it."""
+        title = DATASET_TITLES.get(dataset, dataset)
+        counts = self.classes.get(dataset) or []
+        return f"{title} ({' or '.join(map(str, counts))} classes)" if counts else title
+
+    @property
+    def caption(self) -> str:
+        return ", ".join(self.dataset_caption(ds) for ds in self.datasets)
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,13 +261,19 @@ def _au_text(au: bool) -> str:
     return "w/ AU" if au else "w/o AU"
 
 
+def _is_value(v) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
 def build_table(frame: pl.DataFrame, layer: str = "layer5", method_order: Sequence[str] | None = None, *,
                 metrics: Sequence[str] = METRIC_KEYS, spread: str = "std", test: str = "t", alpha: float = 0.05,
                 reference: Reference | None = None, reference_mode: str = "side",
                 catalog: dict[str, tuple[str, str]] | None = None) -> Table:
     """Aggregate store rows into a ``Table``: seeds -> summaries, paired tests, best per column.
 
-    ``catalog`` maps method name -> (title, family) for methods that only have failed trials.
+    ``catalog`` maps method name -> (title, family) for methods that only have failed results and
+    for the models that shared rows name. Optional frame columns: ``shared_model``, ``num_classes``,
+    ``trial_status`` (to tell a failed trial from a failed extractor in a finished one), ``setting``.
     """
     if spread not in SPREADS:
         raise UserError(f"bad --spread {spread!r}: expected {', '.join(SPREADS)}")
@@ -232,9 +298,12 @@ def build_table(frame: pl.DataFrame, layer: str = "layer5", method_order: Sequen
         have = sorted(c.removeprefix("att_cos_") for c in ok.columns if c.startswith("att_cos_"))
         raise UserError(f"bad --layer {layer!r}: no ATT-COS for it in these results (layers: {', '.join(have) or 'none'})")
     table.datasets = sorted(frame["dataset"].unique().to_list())
-    table.failed = sorted({f"{r['method']} on {r['dataset']} ({_au_text(r['au'])}, seed {r['seed']})"
-                           + (f": {_error_line(r['error'])}" if r.get("error") else "")
-                           for r in failed.iter_rows(named=True)})
+    if "num_classes" in frame.columns:
+        for ds in table.datasets:
+            counts = frame.filter(pl.col("dataset") == ds)["num_classes"].drop_nulls().unique().to_list()
+            if counts:
+                table.classes[ds] = sorted(int(c) for c in counts)
+    _failures(table, failed)
     if ok.is_empty():
         return table
     table.selected_on_test = "selection_split" in ok.columns and (ok["selection_split"] == "test").any()
@@ -242,20 +311,23 @@ def build_table(frame: pl.DataFrame, layer: str = "layer5", method_order: Sequen
         agnostic = ok.filter(pl.col("cam_kind") == "class-agnostic")
         table.agnostic_cams = sorted(set(agnostic["title"].to_list())) if "title" in ok.columns else []
 
-    seen: dict[tuple, str] = {}
+    seen: dict[tuple, tuple[str, str]] = {}
     info: dict[str, tuple[str, str]] = {}
     for r in ok.iter_rows(named=True):
         key = (r["method"], r["dataset"], r["au"], r["seed"])
-        where = r.get("run") or "?"
+        here = (r.get("run") or "?", r.get("setting") or r.get("config_hash") or "?")
         if key in seen:
+            (run0, set0), (run1, set1) = seen[key], here
+            where = (f"run {run0}, settings {set0[:12]} and {set1[:12]}" if run0 == run1
+                     else f"runs {run0} and {run1}" + (f", settings {set0[:12]} and {set1[:12]}" if set0 != set1 else ""))
             raise UserError(f"two results for {r['method']} on {r['dataset']} {_au_text(r['au'])} seed {r['seed']} "
-                            f"(runs {seen[key]} and {where}, configs {r.get('config_hash')}): "
-                            "pick one run with --run or one configuration with --config")
-        seen[key] = where
+                            f"({where}): pick one run with --run or one setting with --config")
+        seen[key] = here
         info.setdefault(r["method"], (r.get("title") or r["method"], r.get("family") or "other"))
     for name in failed["method"].drop_nulls().unique().to_list() if not failed.is_empty() else []:
         if name not in info:
             info[name] = (catalog or {}).get(name, (name, "other"))
+    table.titles = {name: title for name, (title, _) in {**(catalog or {}), **info}.items()}
 
     order = {name: i for i, name in enumerate(method_order or [])}
     fam = list(FAMILY_TITLES)
@@ -263,38 +335,51 @@ def build_table(frame: pl.DataFrame, layer: str = "layer5", method_order: Sequen
                         key=lambda r: (fam.index(r[0]) if r[0] in fam else len(fam), order.get(r[1], len(order)), r[1]))
 
     values: dict[tuple[str, str, str, bool], dict[int, float]] = {}
+    shared: dict[tuple[str, str, str, bool], str] = {}
+    flags: dict[tuple[str, str, str, bool], list[bool]] = {}
     for r in ok.iter_rows(named=True):
+        source = r.get("shared_model")
         for m in table.metrics:
+            key = (r["method"], r["dataset"], m.column, r["au"])
             v = r.get(m.column)
-            if v is not None and not (isinstance(v, float) and math.isnan(v)):
-                values.setdefault((r["method"], r["dataset"], m.column, r["au"]), {})[r["seed"]] = float(v)
+            if _is_value(v):
+                values.setdefault(key, {})[r["seed"]] = float(v)
+                if m.per_model and source and source != r["method"]:
+                    shared[key] = source
+            if m.flag_column and r.get(m.flag_column) is not None:
+                flags.setdefault(key, []).append(bool(r[m.flag_column]))
     for key, by_seed in values.items():
-        table.cells[key] = Cell(summarize(list(by_seed.values())), by_seed)
+        seeds_flags = flags.get(key, [])
+        table.cells[key] = Cell(summarize(list(by_seed.values())), by_seed, shared=shared.get(key),
+                                flag_fails=sum(not f for f in seeds_flags), flag_seen=len(seeds_flags))
 
-    # Paired test per (method, dataset, metric): mark the w/ AU cell.
+    # Paired test per (method, dataset, metric): mark the w/ AU cell. Cells that repeat another
+    # method's model are not independent results: they are not tested.
     for _, method, _ in table.rows:
         for ds in table.datasets:
             for m in table.metrics:
                 wo, w = table.cell(method, ds, m, False), table.cell(method, ds, m, True)
-                if w is EMPTY or wo is EMPTY:
+                if w is EMPTY or wo is EMPTY or w.shared or wo.shared:
                     continue
                 result = paired_test(wo.by_seed, w.by_seed, test)
                 w.test = result
                 w.significant = bool(result and result.p_value is not None and result.p_value < alpha)
 
-    # Best per column, compared at the printed precision; only meaningful with >= 2 methods.
+    # Best per column in the metric's direction, compared at the printed precision; only meaningful
+    # with >= 2 independent methods (shared cells repeat their model's number and do not compete).
     for ds in table.datasets:
         for m in table.metrics:
             for au in (False, True):
                 cells = [table.cell(meth, ds, m, au) for _, meth, _ in table.rows]
-                cells = [c for c in cells if c.mean is not None]
+                cells = [c for c in cells if c.mean is not None and not c.shared]
                 if len(cells) < 2:
                     continue
-                top = max(round(c.mean, m.digits) for c in cells)
+                pick = max if m.higher_better else min
+                top = pick(round(c.mean, m.digits) for c in cells)
                 for c in cells:
                     c.best = round(c.mean, m.digits) == top
 
-    table.missing = _missing(table, ok, failed)
+    table.missing, table.not_evaluated = _missing(table, ok, failed)
     return table
 
 
@@ -304,11 +389,36 @@ def _error_line(text: str, limit: int = 100) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def _missing(table: Table, ok: pl.DataFrame, failed: pl.DataFrame) -> list[str]:
-    """Why each empty cell is empty: the trial never ran, it failed, or the method has no such metric."""
+def _failures(table: Table, failed: pl.DataFrame) -> None:
+    """One footnote entry per failed trial (naming all its methods) or failed extractor of a finished trial."""
+    if failed.is_empty():
+        return
+    groups: dict[tuple, list[dict]] = {}
+    for i, r in enumerate(failed.iter_rows(named=True)):
+        trial_failed = (r.get("trial_status") or r["status"]) != "ok"
+        key = (r.get("run"), r.get("trial_id") or i) if trial_failed else ("row", i)
+        groups.setdefault(key, []).append({**r, "_trial_failed": trial_failed})
+    entries = set()
+    for rows in groups.values():
+        r = rows[0]
+        names = ", ".join(dict.fromkeys(x["method"] for x in rows))
+        what = "" if r["_trial_failed"] else "; its trial finished"
+        entries.add(f"{names} on {r['dataset']} ({_au_text(r['au'])}, seed {r['seed']}{what})"
+                    + (f": {_error_line(r['error'])}" if r.get("error") else ""))
+    table.failed = sorted(entries)
+    table.failed_rows = len(failed)
+    table.failed_trials = sum(1 for rows in groups.values() if rows[0]["_trial_failed"])
+    table.failed_extractors = sum(len(rows) for rows in groups.values() if not rows[0]["_trial_failed"])
+
+
+def _missing(table: Table, ok: pl.DataFrame, failed: pl.DataFrame) -> tuple[list[str], list[str]]:
+    """Why each empty cell is empty: never ran, failed, no such metric, or not evaluated (extended)."""
     ran = {(r["method"], r["dataset"], r["au"]) for r in ok.iter_rows(named=True)}
+    ext_cols = [c for c in EXTENDED_COLUMNS if c in ok.columns]
+    extended_ran = {(r["method"], r["dataset"], r["au"]) for r in ok.iter_rows(named=True)
+                    if any(_is_value(r.get(c)) for c in ext_cols)}
     broke = {(r["method"], r["dataset"], r["au"]) for r in failed.iter_rows(named=True)} if not failed.is_empty() else set()
-    out = []
+    out, not_evaluated = [], []
     for _, method, title in table.rows:
         for ds in table.datasets:
             for au in (False, True):
@@ -316,10 +426,14 @@ def _missing(table: Table, ok: pl.DataFrame, failed: pl.DataFrame) -> list[str]:
                 if (method, ds, au) not in ran:
                     out.append(f"{where}: {'failed' if (method, ds, au) in broke else 'not run'}")
                     continue
-                empty = [m.label for m in table.metrics if table.cell(method, ds, m, au) is EMPTY]
-                if empty:
-                    out.append(f"{where}: no {', '.join(empty)} from this method")
-    return out
+                empty = [m for m in table.metrics if table.cell(method, ds, m, au) is EMPTY]
+                skipped = [m for m in empty if m.extended and (method, ds, au) not in extended_ran]
+                if skipped:
+                    not_evaluated.append(where)
+                absent = [m.label for m in empty if m not in skipped]
+                if absent:
+                    out.append(f"{where}: no {', '.join(absent)} from this method")
+    return out, not_evaluated
 
 
 # --------------------------------------------------------------------------------------------
@@ -335,8 +449,12 @@ def _signed(value: float, digits: int) -> str:
     return f"{0.0 if round(value, digits) == 0 else value:+.{digits}f}"
 
 
+_MARKS = {"md": (SHARED_MARK, SIG_MARK, FLAG_MARK), "rich": (SHARED_MARK, SIG_MARK, FLAG_MARK),
+          "tex": (r"$^{\ddagger}$", r"$^{\dagger}$", r"$^{\S}$")}
+
+
 def cell_text(table: Table, method: str, title: str, column: Column, style: str = "md") -> str:
-    """``style``: 'plain' (no marks), 'md' (Markdown, bold and †), 'tex' (LaTeX), 'rich' (rich markup)."""
+    """``style``: 'plain' (no marks), 'md' (Markdown, bold and marks), 'tex' (LaTeX), 'rich' (rich markup)."""
     tex = style == "tex"
     missing = "--" if tex else MISSING
     m = column.metric
@@ -358,11 +476,75 @@ def cell_text(table: Table, method: str, title: str, column: Column, style: str 
         text += (r" $\pm$ " if tex else " ± ") + _num(spread, m.digits)
     if style == "plain":
         return text
+    if style == "rich":
+        from rich.markup import escape
+
+        text = escape(text)
     if ours.best:
         text = {"md": f"**{text}**", "tex": rf"\textbf{{{text}}}", "rich": f"[bold]{text}[/bold]"}[style]
+    shared_mark, sig_mark, flag_mark = _MARKS[style]
+    if ours.shared:
+        text += shared_mark
     if ours.significant:
-        text += r"$^{\dagger}$" if tex else SIG_MARK
+        text += sig_mark
+    if ours.flag_fails:
+        text += flag_mark
     return text
+
+
+def _and(items: Sequence[str]) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _shared_note(table: Table) -> str | None:
+    by_source: dict[str, list[str]] = {}
+    labels: list[str] = []
+    for _, method, title in table.rows:
+        for key, cell in table.cells.items():
+            if key[0] == method and cell.shared:
+                by_source.setdefault(cell.shared, [])
+                if title not in by_source[cell.shared]:
+                    by_source[cell.shared].append(title)
+    if not by_source:
+        return None
+    for m in table.metrics:
+        if any(c.shared for k, c in table.cells.items() if k[2] == m.column):
+            labels.append(m.label)
+    parts = "; ".join(f"{_and(titles)} {'uses' if len(titles) == 1 else 'use'} {table.titles.get(src, src)}'s"
+                      for src, titles in by_source.items())
+    return (f"{SHARED_MARK} marks {_and(labels)} cells that repeat the numbers of another method's trained model "
+            f"(sharing on): {parts}. They are neither bolded nor tested; `bench run --no-share` trains each method "
+            "separately.")
+
+
+def _flag_notes(table: Table) -> list[str]:
+    notes = []
+    for m in table.metrics:
+        where = []
+        for _, method, title in table.rows:
+            for ds in table.datasets:
+                for au in (False, True):
+                    c = table.cell(method, ds, m, au)
+                    if c.flag_fails:
+                        where.append(f"{title}, {DATASET_TITLES.get(ds, ds)}, {_au_text(au)}: "
+                                     f"{c.flag_fails} of {c.flag_seen} seed{'s' * (c.flag_seen != 1)}")
+        if where:
+            notes.append(f"{FLAG_MARK} {m.label}: {m.flag_note} ({'; '.join(where)}).")
+    return notes
+
+
+def _failed_note(table: Table) -> str:
+    """'Failed results (5: 4 from 1 failed trial, 1 failed extractor in a finished trial)'."""
+    trials, extractors = table.failed_trials, table.failed_extractors
+    from_trials = f"from {trials} failed trial{'s' * (trials != 1)}"
+    in_finished = (f"failed extractor{'s' * (extractors != 1)} in "
+                   f"{'a finished trial' if extractors == 1 else 'finished trials'}")
+    if trials and extractors:
+        detail = f": {table.failed_rows - extractors} {from_trials}, {extractors} {in_finished}"
+    else:
+        detail = f", {from_trials if trials else in_finished}"
+    return f"Failed results ({table.failed_rows}{detail})"
 
 
 def footnotes(table: Table) -> list[str]:
@@ -378,13 +560,22 @@ def footnotes(table: Table) -> list[str]:
                          f"paired by seed, p < {table.alpha:g}, no correction for multiple comparisons; "
                          f"cells with fewer than 2 paired seeds are not tested.{none}")
         else:
-            notes.append("No significance test: no cell has 2 or more seeds with both w/o and w/ AU.")
+            notes.append("No significance test: no cell has 2 or more independent seeds with both w/o and w/ AU.")
     if any(c.best for c in table.cells.values()):
-        notes.append("Bold: best per column (at the printed precision, among 2 or more methods).")
+        both = f"highest for {UP}, lowest for {DOWN}; " if not all(m.higher_better for m in table.metrics) else ""
+        notes.append(f"Bold: best per column ({both}at the printed precision, among 2 or more methods).")
+    shared = _shared_note(table)
+    if shared:
+        notes.append(shared)
+    notes += _flag_notes(table)
     if table.missing:
         notes.append(f"{MISSING} no result: " + "; ".join(table.missing) + ".")
+    if table.not_evaluated:
+        labels = _and([m.label for m in table.metrics if m.extended])
+        notes.append(f"{MISSING} {labels} not evaluated for " + "; ".join(table.not_evaluated)
+                     + f": {EXTENDED_HINT}.")
     if table.failed:
-        notes.append("Failed trials: " + "; ".join(table.failed) + ".")
+        notes.append(f"{_failed_note(table)}: " + "; ".join(table.failed) + ".")
     if table.agnostic_cams and "cam_cos" in [m.column for m in table.metrics]:
         notes.append("CAM-COS of " + ", ".join(table.agnostic_cams) + " uses a class-agnostic map (the method has "
                      "no class CAM; the paper prints —).")
@@ -412,18 +603,18 @@ def _header_labels(table: Table) -> list[str]:
     for col in table.columns():
         prefix = f"{DATASET_TITLES.get(col.dataset, col.dataset)} " if multi else ""
         if col.kind == "ours":
-            labels.append(f"{prefix}{col.metric.label} {col.au_label}")
+            labels.append(f"{prefix}{col.metric.header} {col.au_label}")
         elif col.kind == "ref":
-            labels.append(f"{prefix}{col.metric.label} {col.au_label} ({word})")
+            labels.append(f"{prefix}{col.metric.header} {col.au_label} ({word})")
         else:
-            labels.append(f"{prefix}Δ {col.metric.label} {col.au_label}")
+            labels.append(f"{prefix}Δ {col.metric.header} {col.au_label}")
     return labels
 
 
 def empty_message(table: Table) -> str:
-    """The one line for a table without a single finished trial."""
+    """The one line for a table without a single finished result."""
     if table.failed:
-        return f"No finished trials to tabulate ({len(table.failed)} failed: {'; '.join(table.failed)})."
+        return f"No finished results to tabulate. {_failed_note(table)}: {'; '.join(table.failed)}."
     return "No finished trials to tabulate."
 
 
@@ -435,7 +626,7 @@ def to_markdown(table: Table) -> str:
     if not table.cells:
         return empty_message(table) + "\n"
     head = ["Method", *_header_labels(table)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join([":---"] + ["---:"] * (len(head) - 1)) + "|"]
+    lines = [table.caption, "", "| " + " | ".join(head) + " |", "|" + "|".join([":---"] + ["---:"] * (len(head) - 1)) + "|"]
     family = None
     cols = table.columns()
     for fam, method, title in table.rows:
@@ -457,7 +648,8 @@ def to_rich(table: Table):
 
     if not table.cells:
         return Text(empty_message(table))
-    grid = RichTable(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    grid = RichTable(title=escape(table.caption), title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
+                     pad_edge=False)
     grid.add_column("Method", no_wrap=True)
     for label in _header_labels(table):
         grid.add_column(escape(label), justify="right")
@@ -477,25 +669,24 @@ def to_rich(table: Table):
 def _rich_cell(table: Table, method: str, title: str, column: Column) -> str:
     from rich.markup import escape
 
-    text = cell_text(table, method, title, column, "plain")
-    ours = table.cell(method, column.dataset, column.metric, column.au)
     if column.kind != "ours":
-        return f"[dim]{escape(text)}[/dim]"
-    text = escape(text)
-    if ours.best:
-        text = f"[bold]{text}[/bold]"
-    if ours.significant:
-        text += SIG_MARK
-    return text
+        return f"[dim]{escape(cell_text(table, method, title, column, 'plain'))}[/dim]"
+    return cell_text(table, method, title, column, "rich")
 
 
 def _latex_escape(text: str) -> str:
+    """Plain text to LaTeX; '--' stays two hyphens (an option name), not an en dash."""
     out = []
-    for ch in text:
+    for i, ch in enumerate(text):
+        if ch == "-" and text[i + 1:i + 2] == "-":
+            out.append("-{}")
+            continue
         out.append({"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$",
                     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                     "±": r"$\pm$", "—": "--", "−": "$-$", "Δ": r"$\Delta$", "†": r"$^{\dagger}$",
-                    "…": r"\ldots{}", "≥": r"$\geq$", "<": "$<$", ">": "$>$"}.get(ch, ch))
+                    "…": r"\ldots{}", "≥": r"$\geq$", "<": "$<$", ">": "$>$",
+                    "‡": r"$^{\ddagger}$", "§": r"$^{\S}$", "↑": r"$\uparrow$", "↓": r"$\downarrow$",
+                    "`": ""}.get(ch, ch))
     return "".join(out).encode("ascii", "replace").decode("ascii")
 
 
@@ -510,11 +701,12 @@ def to_latex(table: Table) -> str:
     word = "paper" if table.reference and table.reference.name == "paper" else (
         _latex_escape(table.reference.name) if table.reference else "")
     metric_names = ", ".join(_latex_escape(m.label) for m in table.metrics)
+    caption = _latex_escape(table.caption)
     out = [
         r"% Needs \usepackage{booktabs} and \usepackage{graphicx}.",
         r"\begin{table}[t]",
         r"\centering",
-        rf"\caption{{{metric_names}: without and with AU alignment.}}",
+        rf"\caption{{{metric_names} on {caption}: without and with AU alignment.}}",
         r"\label{tab:au-cam-bench}",
         r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
         rf"\begin{{tabular}}{{{spec}}}",
@@ -523,7 +715,7 @@ def to_latex(table: Table) -> str:
     out.append(" & " + " & ".join(rf"\multicolumn{{{per_ds}}}{{c}}{{{_latex_escape(DATASET_TITLES.get(ds, ds))}}}"
                                    for ds in table.datasets) + r" \\")
     out.append(" ".join(rf"\cmidrule(lr){{{2 + i * per_ds}-{1 + (i + 1) * per_ds}}}" for i in range(len(table.datasets))))
-    out.append(" & " + " & ".join(rf"\multicolumn{{{gw}}}{{c}}{{{_latex_escape(m.label)}}}"
+    out.append(" & " + " & ".join(rf"\multicolumn{{{gw}}}{{c}}{{{_latex_escape(m.header)}}}"
                                    for _ in table.datasets for m in table.metrics) + r" \\")
     if gw > 2:
         groups = len(table.datasets) * len(table.metrics)
@@ -556,13 +748,19 @@ def _csv_num(value: float | None) -> str:
     return "" if value is None else f"{value:.10g}"
 
 
+def _flag_text(cell: Cell) -> str:
+    """'1/3': seeds that fail the metric's flag (e.g. the sanity test) of those that report it."""
+    return f"{cell.flag_fails}/{cell.flag_seen}" if cell.flag_seen else ""
+
+
 def to_csv(table: Table) -> str:
     """One line per (method, dataset, metric): display text first, then the numbers behind it."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     head = ["method", "title", "family", "dataset", "metric", "wo_au", "w_au", "n_seeds",
             "wo_mean", "wo_std", "wo_ci95", "wo_n", "w_mean", "w_std", "w_ci95", "w_n",
-            "test", "n_pairs", "p_value", "significant", "wo_best", "w_best"]
+            "test", "n_pairs", "p_value", "significant", "wo_best", "w_best", "direction", "shared_model",
+            "wo_flag_fails", "w_flag_fails", "n_classes"]
     if table.reference is not None:
         head += ["ref_wo", "ref_w"]
     writer.writerow(head)
@@ -577,7 +775,9 @@ def to_csv(table: Table) -> str:
                     line += [_csv_num(c.mean), _csv_num(c.std), _csv_num(c.summary.ci95), c.n]
                 tested = w.test
                 line += [TESTS[table.test] if tested else "", tested.n_pairs if tested else "",
-                         _csv_num(tested.p_value) if tested else "", int(w.significant), int(wo.best), int(w.best)]
+                         _csv_num(tested.p_value) if tested else "", int(w.significant), int(wo.best), int(w.best),
+                         "higher" if m.higher_better else "lower", wo.shared or w.shared or "",
+                         _flag_text(wo), _flag_text(w), "/".join(map(str, table.classes.get(ds, [])))]
                 if table.reference is not None:
                     line += [_csv_num(table.ref_value(method, title, Column(ds, m, "ref", au))) for au in (False, True)]
                 writer.writerow(line)
@@ -593,3 +793,11 @@ def merge_frames(frames: Iterable[pl.DataFrame]) -> pl.DataFrame:
     if not frames:
         return pl.DataFrame()
     return pl.concat(frames, how="diagonal_relaxed")
+
+
+def extended_present(frame: pl.DataFrame) -> list[str]:
+    """The --metric keys of extended metrics that some row of ``frame`` has a value for."""
+    if frame.is_empty():
+        return []
+    return [key for key, m in zip(EXTENDED_KEYS, metrics_for("layer5", EXTENDED_KEYS))
+            if m.column in frame.columns and frame[m.column].drop_nulls().len() > 0]

@@ -19,12 +19,17 @@ import numpy as np
 import torch
 
 from au import alignment_loss, get_codebook, render_au_maps
+from au.coverage import au_coverage
 from bench.config import Config, method_options, resolve
 from bench.data import load_dataset
 from bench.data.cache import missing_landmarks
-from bench.data.placement import gather, place
+from bench.data.feed import feed
+from bench.data.placement import device_budget_bytes, trial_gpu_fraction
 from bench.data.transforms import augment
 from bench.evaluate import accuracy, evaluate
+from bench.health import LossMonitor
+from bench.identity import check_identity, plugin_label, trial_identity
+from bench.optim import make_optimizer
 from bench.provenance import provenance
 from bench.spec import TrialSpec
 from bench.store import RunStore
@@ -58,28 +63,17 @@ def build_model(method: Method, config: Config, num_classes: int) -> torch.nn.Mo
     return method.build(num_classes, method.make_backbone(model_options(config)))
 
 
-def feature_sizes(model: torch.nn.Module, image_size: int, device: torch.device) -> dict[str, tuple[int, int]]:
-    """Spatial size of every named feature map, from one probe forward."""
+def feature_sizes(model: torch.nn.Module, image_size: int, device: torch.device,
+                  needs_labels: bool = False) -> dict[str, tuple[int, int]]:
+    """Spatial size of every named feature map, from one probe forward (labels only where the
+    method's forward takes them, as everywhere in the harness)."""
     was_training = model.training
     model.eval()
     with torch.no_grad():
         out = model(torch.zeros(2, 3, image_size, image_size, device=device),
-                    labels=torch.zeros(2, dtype=torch.long, device=device))
+                    labels=torch.zeros(2, dtype=torch.long, device=device) if needs_labels else None)
     model.train(was_training)
     return {k: tuple(v.shape[-2:]) for k, v in out.features.items() if v.dim() == 4}
-
-
-def make_optimizer(model: torch.nn.Module, config: Config):
-    t = config.train
-    if t.optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, nesterov=t.nesterov,
-                              weight_decay=t.weight_decay)
-    elif t.optimizer == "adamw":
-        opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    else:
-        raise ValueError(f"unknown optimizer {t.optimizer!r} (train.optimizer: sgd | adamw)")
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, t.lr_step), gamma=t.lr_gamma)
-    return opt, sched
 
 
 @dataclass
@@ -105,6 +99,7 @@ class TrainStep:
         self.sizes = sorted({self.layer_sizes[name] for name in self.align_layers})
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+        """One update; returns the detached (classification, alignment) losses (``health.LOSS_TERMS``)."""
         t = self.config.train
         x, lm = augment(images, landmarks, self.generator, flip=t.flip, rotation=t.rotation,
                         crop_scale=t.crop_scale, jitter=t.jitter, channels_last=self.channels_last)
@@ -120,14 +115,14 @@ class TrainStep:
         batch = self.method.mix(batch, self.generator)
         with self.autocast:
             output = self.model(batch.images, labels=batch.labels if self.method.needs_labels else None)
-            loss = self.method.loss(output, batch)
-            if self.align:
-                loss = loss + alignment_loss(output.features, batch.au_maps, batch.au_valid,
-                                             self.align_layers, self.config.au.weight)
+            method_loss = self.method.loss(output, batch)
+            align_loss = (alignment_loss(output.features, batch.au_maps, batch.au_valid, self.align_layers,
+                                         self.config.au.weight)
+                          if self.align else torch.zeros((), device=method_loss.device))
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (method_loss + align_loss).backward()
         self.optimizer.step()
-        return loss.detach()
+        return torch.stack([method_loss.detach().float(), align_loss.detach().float()])
 
 
 def _save_checkpoint(path, state: dict) -> None:
@@ -152,16 +147,27 @@ class Session:
     generator: torch.Generator
 
 
+def use_deterministic_kernels(on: bool) -> None:
+    """Set per trial (the switch is process-wide and Ray reuses worker processes). On CUDA, some
+    backward kernels (atomic adds in pooling and interpolation) differ from run to run unless this
+    is on; cuBLAS then needs a fixed workspace, set before CUDA starts in this process."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
 def build_session(method: str, dataset: str, seed: int, config: Config, align: bool) -> Session:
     seed_everything(seed)
     device = pick_device()
+    use_deterministic_kernels(config.train.deterministic)
     data = load_dataset(dataset, config.data, seed)
     trained = make_method(method, config)
     model = build_model(trained, config, data.num_classes).to(device)
     if device.type == "cuda" and config.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     align_layers = tuple(config.au.layers) or trained.alignment_layers
-    sizes = feature_sizes(model, config.data.image_size, device)
+    sizes = feature_sizes(model, config.data.image_size, device, trained.needs_labels)
     missing = [name for name in align_layers if name not in sizes]
     if missing:
         raise ValueError(f"alignment layer(s) {missing} not among the model's maps {list(sizes)} (set au.layers)")
@@ -193,8 +199,13 @@ def fit(s: Session, reporter: Reporter | None = None, checkpoint: "Path | None" 
     ``epoch_metrics`` adds metrics to each epoch's report (``bench tune``: validation ATT-COS).
     """
     t, model, device = s.config.train, s.model, s.device
-    train_x, train_y, train_lm = place(s.data.train, device)
-    sel_x, sel_y, _ = place(s.data.split(t.select_on), device)
+    if device.type == "cuda":         # a reused Ray worker must not report an earlier trial's peak
+        torch.cuda.reset_peak_memory_stats(device)
+    budget = device_budget_bytes(device, s.config.data.device_budget, trial_gpu_fraction())
+    train = feed(s.data.train, device, budget)                       # on the GPU if it fits, else streamed
+    sel_x = feed(s.data.split(t.select_on), device, budget - train.device_bytes)
+    sel_y = sel_x.labels
+    s.data.stats["placement"] = {"train": train.placement, t.select_on: sel_x.placement}
     start_epoch, best_acc, best_state, best_epoch, history = 0, -1.0, None, -1, []
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
@@ -206,22 +217,20 @@ def fit(s: Session, reporter: Reporter | None = None, checkpoint: "Path | None" 
         start_epoch, best_acc, best_epoch = state["epoch"] + 1, state["best_acc"], state["best_epoch"]
         best_state, history = state["best_state"], state["history"]
 
-    n = len(train_y)
-    n_batches = n // t.batch_size if n % t.batch_size == 1 else -(-n // t.batch_size)  # no batch of 1
+    monitor = LossMonitor(device)
     train_seconds = 0.0
     for epoch in range(start_epoch, t.epochs):
         epoch_start = time.perf_counter()
         model.train()
-        order = torch.randperm(n, generator=s.generator).to(train_x.device)   # one copy per epoch
-        loss_sum = torch.zeros((), device=device)
-        for b in range(n_batches):
-            idx = order[b * t.batch_size:(b + 1) * t.batch_size]
-            loss_sum += s.step(gather(train_x, idx, device), gather(train_y, idx, device),
-                               gather(train_lm, idx, device))
+        order = torch.randperm(len(train), generator=s.generator)
+        monitor.start_epoch(epoch)
+        for images, labels, landmarks in train.batches(order, t.batch_size):   # no last batch of 1
+            monitor.add(s.step(images, labels, landmarks))
+        loss_value = monitor.end_epoch()
         s.scheduler.step()
         acc = accuracy(model, s.trained.needs_labels, sel_x, sel_y, batch_size=t.eval_batch_size, device=device,
                        channels_last=s.step.channels_last)
-        acc_value, loss_value = float(acc), float(loss_sum) / max(n_batches, 1)   # one sync per epoch
+        acc_value = float(acc)
         train_seconds += time.perf_counter() - epoch_start
         if acc_value >= best_acc:
             best_acc, best_epoch = acc_value, epoch
@@ -242,44 +251,130 @@ def fit(s: Session, reporter: Reporter | None = None, checkpoint: "Path | None" 
     return FitResult(best_state, best_epoch, best_acc, history, start_epoch, train_seconds)
 
 
+def where_it_ran(device: torch.device) -> dict[str, Any]:
+    """Device, torch threads, host and Ray node of this trial (a cluster run spreads trials over nodes)."""
+    import socket
+
+    node = None
+    try:
+        import ray
+
+        if ray.is_initialized():
+            node = ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - outside Ray there is no node id
+        node = None
+    return {"device": str(device), "threads": torch.get_num_threads(), "host": socket.gethostname(), "ray_node_id": node}
+
+
+def throughput(result: "FitResult", n_train: int, device: torch.device) -> dict[str, float | None]:
+    """Training images per second and peak memory, for the paper-size and GPU checks."""
+    import resource
+
+    epochs = len(result.history) - result.resumed_from_epoch
+    return {"train_images_per_second": n_train * epochs / result.train_seconds if result.train_seconds else None,
+            "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+            "peak_host_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def _select_sample(n: int, size: int, seed: int) -> torch.Tensor:
+    """A seeded, sorted choice of ``size`` test faces (all when ``size`` is 0 or too large)."""
+    if size <= 0 or size >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size].sort().values
+
+
+def extended_rows(model, methods: list[Method], ok: dict[str, dict], test, config: Config,
+                  num_classes: int, device: torch.device, channels_last: bool, seed: int,
+                  maps: dict[str, np.ndarray], failures: dict[str, str]) -> None:
+    """Faithfulness, sanity and AU-localisation metrics (``--eval extended``) for each evaluated method,
+    on a seeded sample of the test split (a feed); merged into ``ok`` rows, curves into the figure arrays."""
+    from bench.extended_eval import extended_metrics
+
+    sample = test.take(_select_sample(len(test), config.eval.sample_size, seed).tolist())
+    for method in methods:
+        if method.name not in ok:
+            continue
+        try:
+            result = extended_metrics(model, method, *sample, codebook=get_codebook(config.au.codebook),
+                                      edge=config.au.edge, num_classes=num_classes, device=device,
+                                      channels_last=channels_last, batch_size=config.train.eval_batch_size, seed=seed)
+        except Exception as exc:  # noqa: BLE001 - this method's row fails, the others land
+            failures[method.name] = f"extended evaluation: {type(exc).__name__}: {exc}"
+            continue
+        ok[method.name].update(result.metrics)
+        for key, curve in result.curves.items():
+            maps["curve_fractions" if key == "curve_fractions" else f"{method.name}.{key}"] = curve
+
+
 def run_trial(spec: TrialSpec, store: RunStore, reporter: Reporter | None = None) -> dict[str, Any]:
-    """Train and evaluate one grid cell, write its record atomically, and return it."""
+    """Train and evaluate one grid cell, write its record atomically, and return it.
+
+    The trial first recomputes its identity from the data it loaded and the plugins it runs; if
+    that differs from the id ``bench run`` planned (``spec.identity``), it stops instead of filing
+    numbers under the wrong id. Each evaluated method gets its own row: one extractor that fails
+    gives a failed row for itself, and the trained model's other rows land.
+    """
     started = time.perf_counter()
-    config = resolve(spec.profile, list(spec.overrides), spec.dataset, spec.method)
+    config = resolve(spec.profile, list(spec.overrides), spec.dataset, spec.method, spec.au)
     session = build_session(spec.method, spec.dataset, spec.seed, config, spec.au)
     t, model, device, data, step = config.train, session.model, session.device, session.data, session.step
-    align_layers = session.align_layers
+    identity = trial_identity(config, (spec.method, *spec.evaluate), data.fingerprint)
+    if spec.identity:                 # a spec built by hand (tests, scripts) has none to check against
+        check_identity(spec.identity, identity)
+    coverage = None
+    if spec.au:
+        coverage = au_coverage(data.train.landmarks, data.train.labels, tuple(data.train.images.shape[1:3]),
+                               get_codebook(config.au.codebook), config.au.edge)
     evaluated = [make_method(name, config) for name in spec.evaluate]
     ckpt_path = store.checkpoint_path(spec.id)
     result = fit(session, reporter, ckpt_path if t.checkpoint else None)
-    best_state, best_epoch, best_acc, history = result.best_state, result.best_epoch, result.best_acc, result.history
-    train_seconds = result.train_seconds
 
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if result.best_state is not None:
+        model.load_state_dict(result.best_state)
     eval_start = time.perf_counter()
-    test_x, test_y, test_lm = place(data.test, device)
+    test_x = feed(data.test, device, device_budget_bytes(device, config.data.device_budget, trial_gpu_fraction()))
+    test_y, test_lm = test_x.labels, test_x.landmarks
+    data.stats.setdefault("placement", {})["test"] = test_x.placement
     figure_maps: dict[str, np.ndarray] = {}   # filled by the same evaluation pass (Fig. 1 arrays)
+    failures: dict[str, str] = {}
     metrics = evaluate(model, evaluated, test_x, test_y, test_lm, codebook=get_codebook(config.au.codebook),
                        edge=config.au.edge, class_names=data.class_names, batch_size=t.eval_batch_size,
                        device=device, layers=config.eval.layers, channels_last=step.channels_last,
-                       maps=figure_maps)
+                       maps=figure_maps, trained=session.trained, failures=failures)
+    if config.eval.extended:
+        extended_rows(model, evaluated, metrics, test_x, config, data.num_classes, device,
+                      step.channels_last, spec.seed, figure_maps, failures)
+        metrics = {name: m for name, m in metrics.items() if name not in failures}
     eval_seconds = time.perf_counter() - eval_start
+    common = {"alignment_layers": ",".join(session.align_layers), "selection_split": t.select_on,
+              "best_epoch": result.best_epoch, "selection_cl": result.best_acc, "setting": spec.setting,
+              "config_hash": config.digest(), "data_fingerprint": data.fingerprint, "num_classes": data.num_classes,
+              "skipped_images": sum(data.skipped.values()), "test_without_landmarks": missing_landmarks(data.test)}
     rows = []
     for method in evaluated:
-        rows.append({
-            "method": method.name, "title": method.title, "family": method.family, "cam_kind": method.cam_kind,
-            "alignment_layers": ",".join(align_layers), "selection_split": t.select_on,
-            "best_epoch": best_epoch, "selection_cl": best_acc, "config_hash": config.digest(),
-            "data_fingerprint": data.fingerprint, "skipped_images": sum(data.skipped.values()),
-            "test_without_landmarks": missing_landmarks(data.test), **metrics[method.name],
-        })
-    timings = {"train_seconds": train_seconds, "eval_seconds": eval_seconds,
-               "total_seconds": time.perf_counter() - started, "resumed_from_epoch": result.resumed_from_epoch}
+        row = {"method": method.name, "title": method.title, "family": method.family, "cam_kind": method.cam_kind,
+               "shared_model": spec.method if method.name != spec.method else None,
+               "plugin": plugin_label(identity, method.name),
+               "method_config": identity["methods"][method.name]["config"], **common}
+        if method.name in failures:
+            rows.append({**row, "status": "failed", "error": failures[method.name]})
+        else:
+            rows.append({**row, "status": "ok", "error": None, **metrics[method.name]})
+    timings = {"train_seconds": result.train_seconds, "eval_seconds": eval_seconds,
+               "total_seconds": time.perf_counter() - started, "resumed_from_epoch": result.resumed_from_epoch,
+               **throughput(result, len(data.train.labels), device)}
+    data_section = {**(getattr(data, "stats", None) or {}), "dataset": spec.dataset,
+                    "au_coverage": None if coverage is None else coverage.share}
     store.write_maps(spec.id, figure_maps)   # before the record: a finished record always has its maps
-    store.write(spec, "ok", rows, timings=timings, provenance={**provenance(), "device": str(device)},
-                history=history)
+    store.write(spec, "ok", rows, timings=timings, provenance={**provenance(), **where_it_ran(device)},
+                history=result.history, data=data_section, identity=identity)
     if ckpt_path.exists():
         ckpt_path.unlink()
-    return {"rows": rows, "timings": timings}
+    if reporter is not None:          # the final row, for experiment trackers (Ray Tune's loggers)
+        from bench.tracking import final_metrics
 
+        final = final_metrics([row for row in rows if row["status"] == "ok"])
+        last = result.history[-1] if result.history else {}
+        reporter({"epoch": t.epochs, "epochs": t.epochs, "train_loss": last.get("train_loss", float("nan")),
+                  "best_cl": result.best_acc, **final})
+    return {"rows": rows, "timings": timings, "failures": failures}

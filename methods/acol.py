@@ -5,7 +5,9 @@ backbone map F. B sees F erased where A's min-max-normalised map of the true cla
 >= δ. Loss = CE(A) + CE(B); predictions use A (independent of the label). CAM = max of the two
 normalised class maps. The erasing needs the label, at evaluation too, as ACoL defines
 (``needs_labels``); without labels it falls back to A's prediction. The alignment loss sees the
-unerased backbone map.
+unerased backbone map. This is the reference code's mechanism (interpretable-fer-aus
+``dlib/div_classifiers/parts/acol.py``, ``AcolBase.forward`` lines 90-114 and ``_erase_attention``;
+it asserts a label at evaluation too, line 95).
 """
 from __future__ import annotations
 

@@ -132,6 +132,11 @@ class APViTNet(nn.Module):
         return Output(logits=logits, features={self.layer: stem},
                       extras={"attention": a, "token_counts": counts, "kept_index": index})
 
+    def no_weight_decay(self) -> set[str]:
+        """timm's hook (bench/optim.py): no weight decay on the position embeddings and the cls token,
+        as AP's paramwise_cfg; norms and biases are 1-D and exempt by timm's rule too."""
+        return {"pos_embed", "cls_token"}
+
     def class_map(self, output: Output, target: torch.Tensor) -> torch.Tensor:
         """The class-agnostic APP attention map, whatever the target (see the module docstring)."""
         return output.extras["attention"]
@@ -181,7 +186,7 @@ class APViT(Method):
     @dataclass(frozen=True)
     class Config:
         input_size: int = 112               # IR-50 input; 112 gives the 14x14 grid of 196 tokens
-        ir50_units: tuple = IR50_UNITS[:3]  # units of stages 1-3 (IR-50: 3/4/14)
+        ir50_units: tuple[int, ...] = IR50_UNITS[:3]  # units of stages 1-3 (IR-50: 3/4/14)
         ir50_width: float = 1.0             # channel multiplier of IR-50 (CPU profiles shrink it)
         embed_dim: int = 768
         depth: int = 8
@@ -191,20 +196,22 @@ class APViT(Method):
         keep_rate: float = 0.9              # ATP: fraction of patch tokens kept per pooling block
         pool_blocks: int = 4                # ATP in the last blocks (5-8 of 8)
         drop_path: float = 0.0
-        ir50_weights: str = ""              # face.evoLVe backbone_ir50_ms1m_epoch120.pth (empty: random)
         vit_weights: str = ""               # timm vit_small_p16_224-15ec54c9.pth (empty: random)
 
     def make_backbone(self, options: dict[str, Any]) -> nn.Module:
-        """IR-50 stages 1-3 from this method's Config (the weight file, if any, is Config's too)."""
+        """IR-50 stages 1-3 from this method's Config. Its face-recognition weights (face.evoLVe's
+        backbone_ir50_ms1m_epoch120.pth) come from ``model.pretrained_path``; ``model.pretrained``
+        without a file is an error, since no model hub has them."""
         c = self.config
+        path = options.get("pretrained_path") or None
         widths = tuple(max(8, int(round(w * c.ir50_width))) for w in IR50_WIDTHS[:3])
-        if c.ir50_weights and c.ir50_width != 1.0:
+        if path and c.ir50_width != 1.0:
             raise PretrainedWeightsError(f"IR-50 weights need methods.apvit.ir50_width=1 (got {c.ir50_width})")
         try:
-            return IR50(stages=3, units=tuple(c.ir50_units), widths=widths, pretrained_path=c.ir50_weights or None)
+            return IR50(stages=3, units=tuple(c.ir50_units), widths=widths, pretrained_path=path,
+                        pretrained=bool(options.get("pretrained")))
         except PretrainedWeightsError as exc:
-            raise PretrainedWeightsError(
-                f"{exc}, or set --set methods.apvit.ir50_weights='' to train IR-50 from scratch") from None
+            raise PretrainedWeightsError(f"{exc}, or train IR-50 from scratch with --set model.pretrained=false") from None
 
     def build(self, num_classes: int, backbone: nn.Module) -> nn.Module:
         c = self.config

@@ -62,6 +62,12 @@ class Method:
     #: "class" (a map per class) or "class-agnostic" (one map whatever the target, e.g. APViT's
     #: attention): tables footnote CAM-COS of class-agnostic maps, which the paper prints as "—".
     cam_kind: ClassVar[str] = "class"
+    #: Spatial size of ``explain``'s CAM: None = the grid of ``alignment_layers[0]``, "input" = the
+    #: image's (H, W), the name of another feature map, or a fixed (h, w). The conformance suite checks it.
+    cam_size: ClassVar[str | tuple[int, int] | None] = None
+    #: The plugin's version in result identity (``methods.plugin_origin``); None = its distribution's
+    #: version, or a hash of its source when it is not packaged.
+    version: ClassVar[str | None] = None
 
     @dataclass(frozen=True)
     class Config:
@@ -73,16 +79,11 @@ class Method:
     # --- construction -----------------------------------------------------------------------
     @classmethod
     def make_config(cls, values: dict[str, Any] | None = None) -> "Method.Config":
-        """Build ``Config`` from a dict, rejecting unknown keys with the list of known ones."""
-        values = dict(values or {})
-        known = {f.name: f for f in dataclasses.fields(cls.Config)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ValueError(
-                f"method {cls.name!r} has no option {unknown[0]!r}; "
-                f"its options: {', '.join(known) or '(none)'}"
-            )
-        return cls.Config(**values)
+        """Build ``Config`` from a dict: unknown keys and values of the wrong type are ``OptionError``s
+        (one line naming ``methods.<name>.<field>``), the same coercion as every harness setting."""
+        from methods.options import build_dataclass
+
+        return build_dataclass(cls.Config, dict(values or {}), f"methods.{cls.name}")
 
     def make_backbone(self, options: dict[str, Any]) -> nn.Module:
         """The feature extractor this method sits on (default: the profile's ``model`` section).

@@ -1,10 +1,19 @@
 """CutMix (Yun et al., 2019): a batch transform on a CAM model.
 
-With probability ``prob`` per batch: λ ~ Beta(β, β), a box of side ratio sqrt(1 − λ) (height from
-H, width from W: the references swap them) at a uniform centre, clipped; the box is pasted from a
-random permutation of the batch into the images **and into every AU map**, and a mixed sample's
-map stays valid only if both source maps are valid. λ is recomputed from the clipped box area and
-the loss is λ·CE(y_a) + (1 − λ)·CE(y_b). CAM as CAM.
+With probability ``prob`` per batch: λ ~ Beta(β, β), a box drawn as the references' ``rand_bbox``
+(clovaai/wsolevaluation ``wsol/method/cutmix.py`` lines 42-57; the FER code's copy,
+interpretable-fer-aus ``dlib/div_classifiers/parts/cutmix.py`` lines 60-75): an integer centre
+uniform over the rows and over the columns, a side int(n·sqrt(1 − λ)) along each axis of n pixels,
+the box spanning centre ± side // 2, clipped. (The references name size[2] "w", but they slice
+dim 2 with those same numbers, wsolevaluation line 36 and FER line 27, so their box is consistent
+on non-square images: no axis swap.)
+The box is pasted from a random permutation of the batch into the images **and into every AU map**
+(as fractions of the image, so maps of any size get the same box; the FER code pastes its AU map
+with the same pixel box, lines 39-43), and a mixed sample's map stays valid only if both source
+maps are valid. λ is recomputed from the clipped box area and the loss is
+λ·CE(y_a) + (1 − λ)·CE(y_b). CAM as CAM.
+The draws come from the trial's torch generator, not numpy's global RNG as in the references: the
+same distribution, not the same draws.
 """
 from __future__ import annotations
 
@@ -39,10 +48,17 @@ class Box:
         return (y2 - y1) * (x2 - x1)
 
 
-def random_box(lam: float, u_y: float, u_x: float) -> Box:
+def random_box(lam: float, u_y: float, u_x: float, size: tuple[int, int]) -> Box:
+    """The references' box on an image of ``size`` = (H, W), from uniforms u in [0, 1)."""
     ratio = math.sqrt(1.0 - lam)
-    cy, cx = u_y, u_x
-    return Box(max(cy - ratio / 2, 0.0), min(cy + ratio / 2, 1.0), max(cx - ratio / 2, 0.0), min(cx + ratio / 2, 1.0))
+
+    def span(u: float, n: int) -> tuple[int, int]:
+        centre = min(int(u * n), n - 1)          # np.random.randint(n)
+        half = int(n * ratio) // 2
+        return max(centre - half, 0), min(centre + half, n)
+
+    (y1, y2), (x1, x2) = span(u_y, size[0]), span(u_x, size[1])
+    return Box(y1 / size[0], y2 / size[0], x1 / size[1], x2 / size[1])
 
 
 def paste(x: torch.Tensor, perm: torch.Tensor, box: Box) -> torch.Tensor:
@@ -87,7 +103,7 @@ class CutMix(Method):
         perm = torch.randperm(batch.images.shape[0], generator=generator)
         device = batch.images.device
         perm = perm.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else perm
-        return cutmix(batch, random_box(lam, u[2], u[3]), perm)
+        return cutmix(batch, random_box(lam, u[2], u[3], tuple(batch.images.shape[-2:])), perm)
 
     def loss(self, output: Output, batch: Batch) -> torch.Tensor:
         mixed = batch.extras.get("cutmix")

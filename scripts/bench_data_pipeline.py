@@ -4,8 +4,9 @@ For each profile (demo, smoke) and dataset (synthetic; ``folder`` on ../shared/d
 present, at the profile's image size) it measures:
 - cold load: decode + resize every image into the memory-mapped cache (fresh ``$BENCH_CACHE``);
 - warm load: the same ``load_dataset`` call again (cache hit);
-- delivery: what ``bench.train.run_trial`` does per batch on the host: index a random batch
-  out of the (memory-mapped) uint8 arrays and move images, labels and landmarks to the device;
+- delivery: what ``bench.train.fit`` does per batch: the split's ``SplitFeed`` (``stream`` from
+  the memory-mapped cache with a background gather, or ``device`` when the split fits the GPU
+  budget) delivers random batches of images, labels and landmarks on the device;
 - step: one ``TrainStep`` with AU alignment (augment, render maps, forward, loss, backward, update).
 The loader is not the bottleneck when delivery images/s is far above step images/s.
 
@@ -29,7 +30,8 @@ JAFFE = ROOT.parent / "shared" / "data" / "jaffe"
 
 def measure(profile: str, dataset: str, steps: int, overrides: list) -> dict:
     from bench.config import resolve
-    from bench.data import load_dataset
+    from bench.data import feed, load_dataset
+    from bench.data.placement import device_budget_bytes
     from bench.train import TrainStep, build_model, feature_sizes, make_method, make_optimizer, pick_device
 
     config = resolve(profile, overrides)
@@ -45,22 +47,14 @@ def measure(profile: str, dataset: str, steps: int, overrides: list) -> dict:
         n_images = sum(len(data.split(s).labels) for s in ("train", "val", "test"))
 
         t = config.train
-        images = torch.from_numpy(data.train.images)
-        labels = torch.from_numpy(data.train.labels)
-        landmarks = torch.from_numpy(data.train.landmarks)
-        n = len(labels)
+        train = feed(data.train, device, device_budget_bytes(device, config.data.device_budget))
+        n = len(train)
         gen = torch.Generator().manual_seed(0)
-
-        def deliver(idx):
-            return (images[idx].to(device, non_blocking=True), labels[idx].to(device, non_blocking=True),
-                    landmarks[idx].to(device, non_blocking=True))
 
         delivered, start = 0, time.perf_counter()
         while time.perf_counter() - start < 1.0:          # whole epochs of random batches, for ~1 s
-            order = torch.randperm(n, generator=gen)
-            for b in range(0, n, t.batch_size):
-                deliver(order[b:b + t.batch_size])
-                delivered += len(order[b:b + t.batch_size])
+            for _, labels, _ in train.batches(torch.randperm(n, generator=gen), t.batch_size):
+                delivered += len(labels)
         if device.type == "cuda":
             torch.cuda.synchronize()
         delivery = delivered / (time.perf_counter() - start)
@@ -71,15 +65,16 @@ def measure(profile: str, dataset: str, steps: int, overrides: list) -> dict:
         sizes = feature_sizes(model, config.data.image_size, device)
         optimizer, _ = make_optimizer(model, config)
         step = TrainStep(method, model, optimizer, config, device, True, layers, sizes, torch.Generator().manual_seed(0))
-        batch = deliver(torch.arange(min(t.batch_size, n)))
+        batch = train.take(range(min(t.batch_size, n)))
         for _ in range(2):
             step(*batch)
         start = time.perf_counter()
         for _ in range(steps):
             loss = step(*batch)
-        float(loss)
+        float(loss.sum())                                 # one sync: the steps have run
         step_rate = steps * len(batch[1]) / (time.perf_counter() - start)
     return {"profile": profile, "dataset": dataset, "images": n_images, "size": config.data.image_size,
+            "placement": train.placement,
             "batch": t.batch_size, "cold_s": cold, "decode_ips": n_images / cold, "warm_s": warm,
             "delivery_ips": delivery, "step_ips": step_rate, "device": str(device)}
 
@@ -95,11 +90,11 @@ def main() -> None:
         rows.append(measure(profile, "synthetic", args.steps, []))
         if (JAFFE / "labels.csv").is_file():
             rows.append(measure(profile, "folder", args.steps, [("data.root", str(JAFFE))]))
-    print("| profile | dataset | images | px | batch | cold load s (decode img/s) | warm load s "
+    print("| profile | dataset | images | px | batch | placement | cold load s (decode img/s) | warm load s "
           "| delivered img/s | train step img/s | delivered ÷ step |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['profile']} | {r['dataset']} | {r['images']} | {r['size']} | {r['batch']} "
+        print(f"| {r['profile']} | {r['dataset']} | {r['images']} | {r['size']} | {r['batch']} | {r['placement']} "
               f"| {r['cold_s']:.2f} ({r['decode_ips']:.0f}) | {r['warm_s']:.3f} | {r['delivery_ips']:,.0f} "
               f"| {r['step_ips']:.0f} | {r['delivery_ips'] / r['step_ips']:,.0f}× |")
     print(f"device: {rows[0]['device']}, torch threads: {torch.get_num_threads()}")

@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -7,7 +9,9 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Dataset caches of the test session (and of the bench subprocesses it starts) stay out of ~/.cache.
-os.environ.setdefault("BENCH_CACHE", tempfile.mkdtemp(prefix="bench-test-cache-"))
+if "BENCH_CACHE" not in os.environ:
+    os.environ["BENCH_CACHE"] = tempfile.mkdtemp(prefix="bench-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["BENCH_CACHE"], ignore_errors=True)   # not left behind in /tmp
 torch.set_num_threads(2)
 
 JAFFE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "jaffe"
@@ -19,3 +23,23 @@ def template_landmarks():
     from bench.data.synthetic import TEMPLATE
 
     return torch.tensor(TEMPLATE * 20 + 32, dtype=torch.float32)
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run the real ``bench`` entry point in this process: ``cli(*args) -> (exit code, stdout, stderr)``.
+
+    No interpreter start per call (torch is imported once), the same ``main()`` as the console script.
+    """
+    import sys
+
+    from bench.cli import main
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["bench", *map(str, args)])
+        with pytest.raises(SystemExit) as stop:
+            main()
+        out = capsys.readouterr()
+        return stop.value.code, out.out, out.err
+
+    return run

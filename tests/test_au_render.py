@@ -1,10 +1,12 @@
 import math
 
+import pytest
 import torch
 
 from au import get_codebook, render_au_maps
 from au.landmarks import MIRROR, flip_landmarks
 from au.regions import REGION_AUS
+from au.render import render_ellipses
 
 CB = get_codebook("paper")
 
@@ -77,3 +79,30 @@ def test_classes_beyond_the_codebook_are_invalid(template_landmarks):
     lm = template_landmarks[None].repeat(2, 1, 1)
     maps, valid = render_au_maps(lm, torch.tensor([1, 7]), (64, 64), (16, 16), CB)   # 7: Contempt
     assert valid.tolist() == [True, False] and maps[1].sum() == 0
+
+
+def _one_ellipse(cx, cy, ax, ay, ramp, size=(64, 64), out=(64, 64)):
+    ellipses = torch.tensor([[[cx, cy, ax, ay]]])
+    return render_ellipses(ellipses, torch.ones(1, 1, dtype=torch.bool), torch.tensor([ramp]), size, out)[0]
+
+
+def test_an_ellipse_has_its_semi_axes_along_x_and_y_and_half_value_on_its_boundary():
+    # Centre (x=32, y=20), semi-axes 10 along x and 5 along y, soft edge 2 px wide.
+    m = _one_ellipse(32.0, 20.0, 10.0, 5.0, 2.0)
+    assert (m[20] > 0).nonzero().flatten().tolist() == list(range(22, 43))      # x in [32 - 10, 32 + 10]
+    assert (m[:, 32] > 0).nonzero().flatten().tolist() == list(range(15, 26))   # y in [20 - 5, 20 + 5]
+    assert (m >= 0.5).sum(1).max() == 21 and (m >= 0.5).sum(0).max() == 11
+    for x, y in [(42, 20), (22, 20), (32, 15), (32, 25), (38, 24), (26, 16)]:    # (dx/10)² + (dy/5)² = 1
+        assert m[y, x].item() == pytest.approx(0.5, abs=1e-5), (x, y)
+    for x, y in [(41, 20), (32, 24), (32, 20)]:                                   # one ramp half inside, centre
+        assert m[y, x].item() == 1.0, (x, y)
+    assert m[20, 43].item() == 0 and m[26, 32].item() == 0                       # one ramp half outside
+
+
+def test_an_ellipse_centred_on_a_pixel_centre_reads_one_there():
+    for ax, ay in [(3.0, 3.0), (6.0, 2.0), (1.5, 4.0)]:
+        m = _one_ellipse(10.0, 12.0, ax, ay, 1.0)
+        assert m[12, 10].item() == 1.0
+    # at a quarter of the resolution, output pixel (row 2, column 3) has its centre at input (x 13.5, y 9.5)
+    m = _one_ellipse(13.5, 9.5, 3.0, 3.0, 1.0, out=(16, 16))
+    assert m[2, 3].item() == 1.0

@@ -33,7 +33,7 @@ def test_missing_equals_sign():
 
 
 def test_unknown_profile():
-    with pytest.raises(UserError, match="known: demo, paper, smoke"):
+    with pytest.raises(UserError, match="known: demo, paper, paper-dry, smoke"):
         resolve("nope")
 
 
@@ -61,3 +61,45 @@ def test_per_method_tables_apply_to_trials_of_that_method():
     tscam = resolve("paper", dataset="affectnet", method="tscam")
     assert (tscam.train.optimizer, tscam.train.lr, tscam.au.weight) == ("adamw", 5e-5, 9.0)
     assert resolve("paper", [("train.lr", 0.1)], method="tscam").train.lr == 0.1          # --set wins
+
+
+def test_per_au_overrides_apply_to_their_mode_only():
+    overrides = [("train.lr", 0.01), ("per_au.on.train.lr", 0.003), ("per_au.on.au.weight", 7.0)]
+    off = resolve("smoke", overrides, au=False)
+    on = resolve("smoke", overrides, au=True)
+    assert (off.train.lr, off.au.weight) == (0.01, 4.0)
+    assert (on.train.lr, on.au.weight) == (0.003, 7.0)
+    assert resolve("smoke", [*overrides, ("train.lr", 0.5)], au=True).train.lr == 0.5    # a later --set wins
+
+
+def test_per_au_tables_in_a_profile(tmp_path):
+    profile = tmp_path / "p.toml"
+    profile.write_text("[train]\nlr = 0.1\n[per_au.off.train]\nlr = 0.2\n[per_au.on.au]\nweight = 3.0\n")
+    assert resolve(str(profile), au=False).train.lr == 0.2 and resolve(str(profile), au=True).train.lr == 0.1
+    assert resolve(str(profile), au=True).au.weight == 3.0
+    profile.write_text("[per_au.maybe.train]\nlr = 0.2\n")
+    with pytest.raises(UserError, match=r"per_au.maybe\] is not an AU mode"):
+        resolve(str(profile))
+
+
+def test_a_bad_per_au_override_fails_without_a_mode():
+    with pytest.raises(UserError, match="bad value 'fast' for train.lr"):
+        resolve("smoke", [("per_au.on.train.lr", "fast")])
+
+
+@pytest.mark.parametrize("item,match", [
+    ("methods.cutmix.prob=abc", "bad value 'abc' for methods.cutmix.prob: expected float"),
+    ("methods.wildcat.maps=2.5", "bad value 2.5 for methods.wildcat.maps: expected int"),
+    ("methods.acol.hidden=true", "bad value True for methods.acol.hidden: expected int"),
+    ("methods.cutmix.probability=1", "unknown option methods.cutmix.probability"),
+    ("methods.nosuch.x=1", "unknown method 'nosuch'"),
+])
+def test_method_options_are_typed_like_every_setting(item, match):
+    with pytest.raises(UserError, match=match):
+        resolve("smoke", [parse_override(item)])
+
+
+def test_method_options_are_coerced_to_their_field_type():
+    config = resolve("smoke", [parse_override("methods.cutmix.prob=1"), parse_override("methods.wildcat.kmax=2")])
+    assert config.methods["cutmix"]["prob"] == 1.0 and isinstance(config.methods["cutmix"]["prob"], float)
+    assert config.methods["wildcat"]["kmax"] == 2.0

@@ -1,11 +1,62 @@
-"""Every registered method passes every conformance check: a new plugin needs no new test code."""
+"""Every registered method passes every conformance check: a new plugin needs no new test code.
+The fixture plugins in tests/plugins show that the checks catch what the harness would get wrong."""
+import importlib
+import sys
+from pathlib import Path
+
 import pytest
 
-from bench.conformance import CHECKS
+from bench.conformance import CHECKS, ConformanceError, run_checks
 from methods import method_names
+
+PLUGINS = Path(__file__).resolve().parent / "plugins"
 
 
 @pytest.mark.parametrize("check", list(CHECKS), ids=list(CHECKS))
 @pytest.mark.parametrize("method", method_names())
 def test_conformance(method, check):
     CHECKS[check](method)
+
+
+# --- the suite catches the mistakes of issue 11 (problem 6), with messages that say expected vs came ---
+@pytest.fixture(scope="module")
+def faulty():
+    sys.path.insert(0, str(PLUGINS))
+    try:
+        yield importlib.import_module("faulty_plugins")
+    finally:
+        sys.path.remove(str(PLUGINS))
+
+
+def test_a_transposed_cam_is_caught(faulty):
+    with pytest.raises(ConformanceError) as info:
+        CHECKS["CAM on the map grid"](faulty.TransposedCAM)
+    assert str(info.value).startswith("expected a CAM of spatial size (4, 4) (the grid of 'layer5'), came (4, 3)")
+    CHECKS["finite CAM (B, h, w)"](faulty.TransposedCAM)        # what the suite checked before: passes
+
+
+def test_a_forward_that_reads_labels_without_needs_labels_is_caught(faulty):
+    with pytest.raises(ConformanceError, match=r"expected the same logits with and without labels in eval mode "
+                                               r"\(needs_labels is False\), came max \|diff\| 5 with the true labels"):
+        CHECKS["logits ignore labels unless needs_labels"](faulty.LabelPeekingCAM)
+
+
+def test_the_suite_calls_forward_as_the_harness_does(faulty):
+    """Without labels (as the harness calls it) the peeking model is a plain CAM: every other check passes."""
+    failed = {label: reason for label, reason in run_checks(faulty.LabelPeekingCAM) if reason}
+    assert list(failed) == ["logits ignore labels unless needs_labels"]
+
+
+def test_a_bare_assert_in_plugin_code_says_where(faulty):
+    class Asserting(faulty.TransposedCAM):
+        name = "fx_asserting"
+        title = "Asserting"
+
+        def explain(self, model, x, target):
+            assert x.shape[0] > 1000
+            return super().explain(model, x, target)
+
+    reasons = dict(run_checks(Asserting))
+    reason = reasons["finite CAM (B, h, w)"]
+    assert reason.startswith("AssertionError at ") and "test_conformance.py" in reason
+    assert "assert x.shape[0] > 1000" in reason

@@ -71,8 +71,28 @@ def test_release_a_contempt_is_an_eighth_class_only_when_asked(tmp_path):
     data = load_dataset("affectnet", DataConfig(root=str(root), image_size=32, contempt=True, val_fraction=0), seed=0)
     assert data.class_names[-1] == "Contempt" and data.num_classes == 8
     assert data.test.labels.tolist() == [EXPECTED[c] for c in range(7)] + [7]      # 8, 9, 10 still dropped
-    cat = catalog(DataConfig(root=str(root)))
-    assert cat.notes["dropped"] == {"train": 8, "test": 4}
+    assert data.stats["dropped_labels"] == {"train": {"8": 2, "9": 2, "10": 2}, "test": {"8": 1, "9": 1, "10": 1}}
+    cat = catalog(DataConfig(root=str(root)))                 # without contempt, code 7 is dropped too, counted
+    assert cat.dropped == {"train": {"7": 2, "8": 2, "9": 2, "10": 2}, "test": {"7": 1, "8": 1, "9": 1, "10": 1}}
+
+
+def test_codes_outside_0_to_10_are_an_error_naming_file_and_line(tmp_path):
+    root, _ = make_manually_annotated(tmp_path, [0, 1, 12, 2], [0, 1])
+    with pytest.raises(UserError) as err:
+        catalog(DataConfig(root=str(root)))
+    msg = str(err.value)
+    assert "\n" not in msg and "training.csv:4" in msg and "code 12" in msg and "0-10" in msg
+
+
+def test_release_b_bad_code_and_unreadable_annotation_are_errors(tmp_path):
+    root, _ = make_npy_release(tmp_path / "a", {"train_set": [0, 1, 2], "val_set": [0, 1]})
+    np.save(root / "train_set" / "annotations" / "1001_exp.npy", np.array("-1"))
+    with pytest.raises(UserError, match=r"1001_exp.npy: expression code -1 .*expected 0-10"):
+        catalog(DataConfig(root=str(root)))
+    root, _ = make_npy_release(tmp_path / "b", {"train_set": [0, 1, 2], "val_set": [0, 1]})
+    (root / "train_set" / "annotations" / "1002_exp.npy").write_bytes(b"")
+    with pytest.raises(UserError, match=r"1002_exp.npy cannot be read"):
+        catalog(DataConfig(root=str(root)))
 
 
 def make_npy_release(root, codes_by_split, with_landmarks=True):

@@ -1,9 +1,8 @@
-"""Decode-once cache: reuse, rebuild on change, torn caches, corrupt images; and the split carving."""
+"""Decode-once cache: reuse, one entry per key, torn caches, corrupt images; and the split carving."""
 import os
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from bench.config import DataConfig
@@ -35,21 +34,26 @@ def test_built_once_then_reused_and_memory_mapped(tmp_path):
     first = decode_split(items, 12, tmp_path / "c", "train", tmp_path / "data")
     second = decode_split(items, 12, tmp_path / "c", "train", tmp_path / "data")
     assert first.built and not second.built and first.folder == second.folder
-    assert isinstance(second.images, np.memmap) and second.images.shape == (10, 12, 12, 3)
+    assert isinstance(second.images.store, np.memmap) and second.images.shape == (10, 12, 12, 3)
+    assert not second.images.store.flags.writeable          # shared and read-only: no trial can dirty it
     np.testing.assert_array_equal(np.asarray(first.images), np.asarray(second.images))
-    torch.from_numpy(second.images)             # writable (copy-on-write): no torch warning, no file change
+    expected, _ = decode_image(items[4].path, None, 12)
+    np.testing.assert_array_equal(second.images[4], expected)
     assert (second.folder / "COMPLETE").is_file()
 
 
-def test_mtime_change_rebuilds_and_removes_the_stale_cache(tmp_path):
+def test_mtime_change_gets_its_own_entry_and_the_old_one_is_kept(tmp_path):
     items = make_items(tmp_path / "data", 6)
     old = decode_split(items, 12, tmp_path / "c", "train", tmp_path / "data")
     st = items[3].path.stat()
     os.utime(items[3].path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     new = decode_split(items, 12, tmp_path / "c", "train", tmp_path / "data")
-    assert new.built and new.folder != old.folder and not old.folder.exists()
+    assert new.built and new.folder != old.folder and (old.folder / "COMPLETE").is_file()
     again = decode_split(items, 12, tmp_path / "c", "train", tmp_path / "data")
     assert not again.built
+    os.utime(items[3].path, ns=(st.st_atime_ns, st.st_mtime_ns))          # switching back costs nothing
+    back = decode_split(items, 12, tmp_path / "c", "train", tmp_path / "data")
+    assert not back.built and back.folder == old.folder
 
 
 def test_preprocessing_change_gets_its_own_cache(tmp_path):
@@ -80,12 +84,19 @@ def test_corrupt_jpeg_is_skipped_and_counted(tmp_path):
     truncated.write_bytes(good.read_bytes()[:200])
     garbage = tmp_path / "data" / "garbage.jpg"
     garbage.write_bytes(b"not a jpeg at all")
-    items += [Item("truncated.jpg", truncated, 1), Item("garbage.jpg", garbage, 2),
-              Item("missing.jpg", tmp_path / "data" / "missing.jpg", 3)]
+    empty = tmp_path / "data" / "empty.jpg"
+    empty.write_bytes(b"")
+    broken = [Item("truncated.jpg", truncated, 1), Item("garbage.jpg", garbage, 2),
+              Item("missing.jpg", tmp_path / "data" / "missing.jpg", 3), Item("empty.jpg", empty, 4)]
+    items = items[:4] + broken + items[4:]
     out = decode_split(items, 12, tmp_path / "c", "train", tmp_path / "data")
-    assert out.meta["skipped"] == 3 and out.meta["total"] == 11 and out.images.shape[0] == 8
-    assert out.source.tolist() == list(range(8))
-    assert {e[0] for e in out.meta["errors"]} == {"truncated.jpg", "garbage.jpg", "missing.jpg"}
+    assert out.meta["skipped"] == 4 and out.meta["total"] == 12 and out.images.shape[0] == 8
+    assert out.source.tolist() == [0, 1, 2, 3, 8, 9, 10, 11]           # the rows of the readable images
+    assert out.images.store.shape[0] == 12                            # unreadable rows stay as holes
+    assert {e[0] for e in out.meta["errors"]} == {"truncated.jpg", "garbage.jpg", "missing.jpg", "empty.jpg"}
+    assert out.meta["skipped_paths"] == [str(p) for p in (truncated, garbage, tmp_path / "data" / "missing.jpg", empty)]
+    expected, _ = decode_image(items[8].path, None, 12)
+    np.testing.assert_array_equal(out.images[4], expected)
 
 
 def _folder_tree(root, n_per_class, corrupt):
@@ -108,11 +119,14 @@ def test_skip_count_reaches_splits_and_the_threshold_stops_the_run(tmp_path):
     data = load_dataset("folder", DataConfig(root=str(root), image_size=8, landmarks="none"), seed=0)
     assert sum(data.skipped.values()) == 1
     assert sum(len(data.split(n).labels) for n in ("train", "val", "test")) == 279
+    paths = [p for split in data.stats["skipped_paths"].values() for p in split]
+    assert paths == [str(root / "neutral" / "000.jpg")] and data.stats["skipped"] == data.skipped
     root = _folder_tree(tmp_path / "many", 10, corrupt=5)       # 70 images, 5 corrupt (all in one split)
     with pytest.raises(UserError) as err:
         load_dataset("folder", DataConfig(root=str(root), image_size=8, landmarks="none"), seed=0)
     msg = str(err.value)
     assert "\n" not in msg and "could not be read" in msg and "data.max_skipped" in msg
+    assert str(root / "neutral") in msg                          # names the first unreadable file
     data = load_dataset("folder", DataConfig(root=str(root), image_size=8, landmarks="none", max_skipped=0.2), seed=0)
     assert sum(data.skipped.values()) == 5
 

@@ -1,5 +1,7 @@
 """Fig. 1 maps: the per-class averages kept by the evaluation pass match a hand computation, and the
 PNGs have the size their grid implies."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,8 @@ from PIL import Image
 from au import get_codebook
 from bench.errors import UserError
 from bench.evaluate import evaluate, minmax
-from bench.figures import grid_size, pooled_class_means, write_figures
+from bench.figures import CURVES_SIZE, DPI, _mean_curves, collect, grid_size, pooled_class_means, write_figures
+from bench.run_configs import select_settings
 from bench.spec import TrialSpec
 from bench.store import RunStore
 from methods import Output
@@ -20,10 +23,18 @@ class ChannelMethod:
     """A stand-in extractor: attention = image channel 0, CAM = image channel 1 (known by construction)."""
 
     name = "probe"
+    needs_labels = False
 
     def explain(self, model, x, target):
         logits = torch.zeros(len(x), len(CLASSES))
         return Output(logits, {"layer5": x[:, :1]}), x[:, 1]
+
+
+class ZeroModel(torch.nn.Module):
+    """The clean forward the evaluator checks extractors against: the same zero logits as ``ChannelMethod``."""
+
+    def forward(self, x, labels=None):
+        return Output(torch.zeros(len(x), len(CLASSES)), {"layer5": x[:, :1]})
 
 
 def _minmax_np(a: np.ndarray) -> np.ndarray:
@@ -40,7 +51,7 @@ def test_evaluation_keeps_hand_computable_class_averages():
     landmarks = torch.tensor(TEMPLATE * 2.5 + 4, dtype=torch.float32).expand(10, 68, 2).clone()
     landmarks[0] = float("nan")                       # the first Happiness face has no landmarks
     maps = {}
-    evaluate(torch.nn.Identity(), [ChannelMethod()], images, labels, landmarks, codebook=get_codebook("paper"),
+    evaluate(ZeroModel(), [ChannelMethod()], images, labels, landmarks, codebook=get_codebook("paper"),
              edge=0.35, class_names=CLASSES, batch_size=3, device=torch.device("cpu"), maps=maps, map_size=8)
     # Same size in and out: the upsampling is the identity, and min-max ignores the input normalisation,
     # so each face's attention is min-max(channel 0) and its CAM min-max(channel 1) of the raw image.
@@ -73,8 +84,7 @@ def test_pooling_weights_classes_by_count():
     np.testing.assert_allclose(pooled[1], (0.2 * 1 + 0.8 * 3) / 4)
 
 
-def _fake_trial(store: RunStore, au: bool, seed: int, value: float) -> None:
-    spec = TrialSpec("cam", ("cam",), "synthetic", au, seed, "smoke")
+def _fake_arrays(value: float, curves: tuple[list, list] | None = None, fractions=(0.0, 0.5, 1.0)) -> dict:
     S, k, C = 8, 2, len(CLASSES)
     arrays = {
         "class_names": np.array(CLASSES), "map_size": np.array(S),
@@ -85,7 +95,15 @@ def _fake_trial(store: RunStore, au: bool, seed: int, value: float) -> None:
         "cam.att_mean": np.full((2, C, S, S), value, np.float16), "cam.cam_mean": np.full((C, S, S), value, np.float16),
         "cam.gallery_att": np.full((k, 2, S, S), value, np.float16), "cam.gallery_cam": np.full((k, S, S), value, np.float16),
     }
-    store.write_maps(spec.id, arrays)
+    if curves is not None:
+        arrays["curve_fractions"] = np.array(fractions, np.float32)
+        arrays["cam.deletion_curve"], arrays["cam.insertion_curve"] = (np.array(c, np.float32) for c in curves)
+    return arrays
+
+
+def _fake_trial(store: RunStore, au: bool, seed: int, value: float, curves: tuple[list, list] | None = None) -> None:
+    spec = TrialSpec("cam", ("cam",), "synthetic", au, seed, "smoke")
+    store.write_maps(spec.id, _fake_arrays(value, curves))
     row = {"method": "cam", "title": "CAM", "family": "cnn", "alignment_layers": "layer5", "cl": 50.0,
            "cam_cos": value, "att_cos_layer5": value}
     store.write(spec, "ok", [row])
@@ -117,3 +135,41 @@ def test_run_without_maps_is_a_user_error(tmp_path):
     store.write(TrialSpec("cam", ("cam",), "synthetic", False, 0, "smoke"), "ok", [{"method": "cam", "cl": 1.0}])
     with pytest.raises(UserError, match="no saved maps"):
         write_figures([store.run_dir], tmp_path / "fig")
+
+
+def test_curves_figure_per_dataset_from_extended_trials(tmp_path):
+    store = RunStore(tmp_path / "run")
+    for seed, (deletion, insertion) in enumerate([([1.0, 0.5, 0.0], [0.1, 0.6, 1.0]), ([0.8, 0.3, 0.0], [0.3, 0.8, 1.0])]):
+        for au in (False, True):
+            _fake_trial(store, au, seed, 0.5, curves=(deletion, insertion))
+    paths = write_figures([store.run_dir], tmp_path / "fig")
+    curves = [p for p in paths if p.name == "curves-synthetic.png"]
+    assert len(curves) == 1
+    assert Image.open(curves[0]).size == (round(CURVES_SIZE[0] * DPI), round(CURVES_SIZE[1] * DPI))
+    # The plotted line is the mean over seeds, point by point.
+    trials = [t for t in collect([store.run_dir]) if not t.au]
+    fractions, mean, n = _mean_curves(trials, "deletion_curve")
+    np.testing.assert_allclose(fractions, [0.0, 0.5, 1.0])
+    np.testing.assert_allclose(mean, [0.9, 0.4, 0.0], atol=1e-6)
+    assert n == 2
+    # A trial on another fraction grid is left out (with a warning), not averaged point by point.
+    odd = dataclasses.replace(trials[1], arrays={**trials[1].arrays, "curve_fractions": np.array([0.0, 0.25, 1.0])})
+    with pytest.warns(UserWarning, match="another fraction grid"):
+        _, mean, n = _mean_curves([trials[0], odd], "deletion_curve")
+    assert n == 1 and np.allclose(mean, trials[0].get("deletion_curve"))
+
+
+def test_figures_use_the_selected_setting(tmp_path):
+    from test_report_settings import write_record
+
+    run = tmp_path / "paper"
+    store = RunStore(run)
+    row = {"method": "cam", "title": "CAM", "family": "cnn", "status": "ok", "alignment_layers": "layer5"}
+    for trial_id, setting, value, mtime in (("old", "a1a1a1a1a1a1", 0.2, 1000.0), ("new", "b2b2b2b2b2b2", 0.7, 2000.0)):
+        store.write_maps(trial_id, _fake_arrays(value))
+        write_record(run, trial_id, setting=setting, rows=[row], mtime=mtime)
+    assert [t.trial_id for t in collect([run], selection=select_settings([run]))] == ["new"]
+    assert [t.trial_id for t in collect([run], selection=select_settings([run], "a1"))] == ["old"]
+    failed_row = {**row, "status": "failed", "error": "boom"}
+    write_record(run, "new", setting="b2b2b2b2b2b2", rows=[failed_row], mtime=2000.0)
+    assert collect([run], selection=select_settings([run])) == []       # a failed extractor has no maps to show

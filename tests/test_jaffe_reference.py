@@ -3,7 +3,10 @@
 The reference (interpretable-fer-aus, action_units.py) fills OpenCV ellipses with fixed pixel
 sizes, takes each AU through a 28x28 round trip with a 3x3 box blur, combines AUs by max and
 min-max normalises. Ours sizes regions by the inter-ocular distance and is flip-symmetric, so
-the maps differ in detail; they must still agree closely (mean cosine >= 0.9).
+the maps differ in detail; they must still agree closely: mean cosine >= 0.9 over all faces, and
+a floor per class (each about 0.015 under what was measured: Anger 0.897, Disgust 0.965,
+Fear 0.937, Happiness 0.957, Sadness 0.933, Surprise 0.948), so one class cannot drift while the
+others hide it. Anger is the weakest class.
 Skipped when ../shared/data/jaffe is absent (the images are never part of the repository).
 """
 import json
@@ -19,6 +22,9 @@ from conftest import JAFFE
 
 cv2 = pytest.importorskip("cv2")
 pytestmark = pytest.mark.skipif(not (JAFFE / "landmarks.json").is_file(), reason="JAFFE not available")
+
+#: Mean cosine per class that our maps must keep against the reference algorithm.
+FLOORS = {"Anger": 0.88, "Disgust": 0.95, "Fear": 0.92, "Happiness": 0.94, "Sadness": 0.92, "Surprise": 0.93}
 
 
 def _reference_au(au, h, w, L):
@@ -82,10 +88,15 @@ def test_maps_agree_with_the_reference_algorithm():
     labels = torch.tensor([c for _, c in items])
     ours, valid = render_au_maps(lm, labels, (256, 256), (256, 256), codebook)
     assert valid.all()
-    cos = []
+    per_class = {}
     for i, (key, c) in enumerate(items):
         ref = _reference_map(codebook.aus_per_class[c], 256, 256, landmarks[key])
         a, b = ours[i].numpy().ravel(), ref.ravel()
-        cos.append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
+        per_class.setdefault(CLASS_NAMES[c], []).append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
+    cos = [v for values in per_class.values() for v in values]
     assert len(cos) == 183
     assert np.mean(cos) >= 0.9, np.mean(cos)
+    means = {name: float(np.mean(values)) for name, values in per_class.items()}
+    assert set(means) == set(FLOORS)
+    below = {name: round(m, 4) for name, m in means.items() if m < FLOORS[name]}
+    assert not below, f"classes under their floor: {below}"

@@ -15,6 +15,7 @@ from au.landmark_cache import LandmarkCache, read_landmarks_json
 from bench import cli_landmarks
 from bench.config import DataConfig
 from bench.data.cache import CATALOGS, landmark_cache
+from bench.data.synthetic import TEMPLATE
 
 from conftest import JAFFE
 
@@ -57,6 +58,10 @@ def test_read_landmarks_json(tmp_path):
     assert marks["a.png"].shape == (68, 2) and marks["a.png"][5].tolist() == [1, 2] and np.isnan(marks["b.png"]).all()
 
 
+#: a plausible face in a 20 px image (the synthetic template: x 4..16, y 7..16)
+FACE = (TEMPLATE * 6 + 10).astype(np.float32)
+
+
 class FakeDetector:
     """Finds a face in every image whose top-left pixel is bright; counts calls."""
 
@@ -68,7 +73,7 @@ class FakeDetector:
     def detect(self, image, region=None):
         self.calls += 1
         if image[0, 0, 0] > 127:
-            return Detection(np.full((68, 2), float(image.shape[1]), np.float32), 2 if image[0, 0, 1] > 127 else 1)
+            return Detection(FACE.copy(), 2 if image[0, 0, 1] > 127 else 1)
         return Detection(None, 0)
 
 
@@ -130,7 +135,23 @@ def test_cli_command_through_typer(tmp_path, monkeypatch):
     data = load_dataset("folder", DataConfig(root=str(root), image_size=10, test_fraction=0.34, val_fraction=0), 0)
     finite = np.isfinite(data.train.landmarks).all(axis=(1, 2))
     assert finite.sum() + np.isfinite(data.test.landmarks).all(axis=(1, 2)).sum() == 4
-    np.testing.assert_allclose(data.train.landmarks[finite][0], (20 + 0.5) / 2 - 0.5)
+    np.testing.assert_allclose(data.train.landmarks[finite][0], (FACE + 0.5) / 2 - 0.5, atol=1e-5)
+
+
+def test_summary_names_unreadable_files(tmp_path, monkeypatch):
+    root = make_tree(tmp_path / "faces", n=6)
+    (root / "happy" / "03.png").write_bytes(b"")                 # zero bytes: unreadable
+    monkeypatch.setattr(detectors, "make_detector", lambda name, device="cpu": FakeDetector())
+    app = typer.Typer()
+    cli_landmarks.register(app)
+
+    @app.callback()
+    def _root():
+        pass
+
+    result = CliRunner().invoke(app, ["landmarks", "folder", "--data-root", str(root), "--profile", "smoke"])
+    assert result.exit_code == 0, result.output
+    assert "1 unreadable" in result.output and "unreadable: " in result.output and "03.png" in result.output
 
 
 def test_unavailable_detector_is_one_line(monkeypatch):

@@ -15,13 +15,15 @@ from methods.registry import register
 
 @register
 class Boom(CAM):
-    """A test-only plugin whose model cannot be built."""
+    """A test-only plugin that fails in the trial, not in the preflight's dry run on 4 faces."""
 
     name = "boom"
     title = "Boom"
 
-    def build(self, num_classes, backbone):
-        raise RuntimeError("boom plugin always fails")
+    def loss(self, output, batch):
+        if batch.images.shape[0] > 4:
+            raise RuntimeError("boom plugin always fails")
+        return super().loss(output, batch)
 '''
 
 

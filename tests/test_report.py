@@ -109,3 +109,135 @@ def test_report_bundles_table_figures_provenance_and_times(monkeypatch, capsys, 
     assert code == 0, err
     assert "![averages-synthetic-cam](figures/averages-synthetic-cam.png)" in text
     assert (runs / "maps" / "figures" / "gallery-synthetic-cam.png").is_file()
+
+
+# --------------------------------------------------------------------------------------------
+# Run folders with several settings; the data section; failed extractors; extended metrics
+
+from test_figures import _fake_arrays  # noqa: E402
+from test_report_settings import write_record  # noqa: E402
+
+
+def _row(method, title, cl, *, setting, status="ok", error=None, **extra):
+    return {"method": method, "title": title, "family": "cnn", "status": status, "error": error,
+            "alignment_layers": "layer5", "selection_split": "val", "setting": setting, "config_hash": "c0ffee",
+            "cl": cl, "cam_cos": 0.5, "att_cos_layer5": 0.6, "confusion": [[1] * 7] * 7, **extra}
+
+
+@pytest.fixture
+def mixed(tmp_path):
+    """Folder 'paper': an older 'aligned' setting (CL 80/84) and a newer 'original' one (CL 60/64)."""
+    run = tmp_path / "paper"
+    for setting, overrides, base, mtime in (("a1a1a1a1a1a1", [], 80.0, 1000.0),
+                                             ("b2b2b2b2b2b2", [("data.rafdb_images", "original")], 60.0, 2000.0)):
+        for au in (False, True):
+            write_record(run, f"{setting}-{au}", setting=setting, overrides=overrides, au=au, mtime=mtime + au,
+                         rows=[_row("cam", "CAM", base + 4 * au, setting=setting)])
+    return tmp_path
+
+
+def test_a_folder_with_two_settings_shows_the_newest_and_says_so(monkeypatch, capsys, mixed):
+    code, out, err = bench(monkeypatch, capsys, "table", "--results-dir", str(mixed), "--run", "paper", "--metric", "cl")
+    assert code == 0, err
+    assert out.startswith("Synthetic (7 classes)\n") and "| CAM | 60.00 | 64.00 |" in out
+    note = [line for line in err.splitlines() if "several settings" in line]
+    assert len(note) == 1 and note[0].count("run paper") == 1
+    assert "b2b2b2b2b2b2 (demo, data.rafdb_images=original; 2 trials)" in note[0] and "a1a1a1a1a1a1 (demo; 2 trials)" in note[0]
+    code, out, err = bench(monkeypatch, capsys, "table", "--results-dir", str(mixed), "--run", "paper",
+                           "--metric", "cl", "--config", "a1a1")
+    assert code == 0 and "| CAM | 80.00 | 84.00 |" in out and "several settings" not in err
+    code, out, err = bench(monkeypatch, capsys, "table", "--results-dir", str(mixed), "--run", "paper",
+                           "--format", "latex", "--config", "c0ff")     # a config-hash prefix spans both settings
+    assert code == 2 and "two results for cam on synthetic w/o AU seed 0 (run paper, settings" in err
+    code, _, err = bench(monkeypatch, capsys, "table", "--results-dir", str(mixed), "--run", "paper", "--config", "zz")
+    assert code == 2 and err.strip().count("\n") == 0
+    assert "--config 'zz' matches no trial in run paper (settings: b2b2b2b2b2b2" in err
+    for command in ("report", "figures"):
+        code, _, err = bench(monkeypatch, capsys, command, "--results-dir", str(mixed), "--run", "paper", "--config", "zz")
+        assert code == 2 and err.strip().count("\n") == 0 and "--config 'zz' matches no trial in run paper" in err
+    code, _, err = bench(monkeypatch, capsys, "report", "--results-dir", str(mixed), "--run", "paper", "--no-figures")
+    assert code == 0, err
+    text = (mixed / "paper" / "report.md").read_text()
+    assert "Settings shown: run paper: b2b2b2b2b2b2 (demo, data.rafdb_images=original; 2 trials)." in text
+    assert "| CAM | 60.00 | 64.00 |" in text and "2 trials (2 finished, 0 failed)" in text
+
+
+DATA = {"dataset": "synthetic", "data_root": None, "landmark_source": "dataset", "landmark_digest": "ld123",
+        "counts": {"train": 100, "val": 20, "test": 50}, "without_landmarks": {"train": 3, "val": 0, "test": 1},
+        "dropped_labels": {"train": {"7": 12, "8": 3}, "test": {"7": 1}},
+        "skipped": {"train": 7, "test": 0}, "skipped_paths": {"train": [f"a{i}.jpg" for i in range(7)], "test": []},
+        "placement": {"train": "device", "val": "device", "test": "memory"}, "au_coverage": 0.95}
+
+
+@pytest.fixture
+def extended_run(tmp_path):
+    """Three trials of CAM + GradCAM (shared): w/o AU ok; w/ AU ok but GradCAM's extractor failed;
+    seed 1 w/o AU failed as a whole. Extended metrics and curves on the finished trials."""
+    run = tmp_path / "ext"
+    store = RunStore(run)
+    curves = ([1.0, 0.4, 0.0], [0.1, 0.7, 1.0])
+    ext = {"deletion_auc": 0.3, "insertion_auc": 0.6, "sanity_similarity": 0.2, "sanity_pass": True}
+    for au in (False, True):
+        trial = f"ok-{au}"
+        grad = (_row("gradcam", "GradCAM", None, setting="s", status="failed", error="ValueError: no grad",
+                     shared_model="cam") if au else _row("gradcam", "GradCAM", 70.0, setting="s", shared_model="cam", **ext))
+        write_record(run, trial, setting="s" * 12, au=au, evaluate=("cam", "gradcam"), data=DATA,
+                     rows=[_row("cam", "CAM", 70.0 + 5 * au, setting="s", **ext), grad])
+        store.write_maps(trial, _fake_arrays(0.5, curves))
+    write_record(run, "broken", setting="s" * 12, seed=1, status="failed", error="RuntimeError: OOM",
+                 evaluate=("cam", "gradcam"))
+    return tmp_path
+
+
+def test_report_counts_data_section_extended_table_and_curves(monkeypatch, capsys, extended_run):
+    code, _, err = bench(monkeypatch, capsys, "report", "--results-dir", str(extended_run), "--run", "ext")
+    assert code == 0, err
+    text = (extended_run / "ext" / "report.md").read_text()
+    # Trials and results counted one way, and the table's footnote agrees.
+    assert ("3 trials (2 finished, 1 failed); 6 results, one per evaluated method (3 ok, 3 failed: "
+            "2 in 1 failed trial, 1 failed extractor in finished trials)") in text
+    assert "Failed results (3: 2 from 1 failed trial, 1 failed extractor in a finished trial): " in text
+    assert "gradcam on synthetic (w/ AU, seed 0; its trial finished): ValueError: no grad" in text
+    assert "cam, gradcam on synthetic (w/o AU, seed 1): RuntimeError: OOM" in text
+    # The data the numbers were computed on.
+    assert "| train | 100 | 3 | 7 | device |" in text and "| val | 20 | 0 | — | device |" in text
+    assert "| test | 50 | 1 | 0 | memory |" in text
+    assert "- Dropped labels (dataset codes): train: code 7: 12, code 8: 3; test: code 7: 1" in text
+    assert "- Skipped images, train: `a0.jpg`, `a1.jpg`, `a2.jpg`, `a3.jpg`, `a4.jpg`, and 2 more" in text
+    assert "- AU coverage: 0.950" in text and "- Landmarks: dataset (digest `ld123`)" in text
+    assert "1 of 3 trials has no data section" in text
+    # Extended metrics: their own table, shared CL marked; curves embedded.
+    assert "## Faithfulness and sanity (`--eval extended`)" in text and "Deletion AUC ↓ w/o AU" in text
+    assert "| GradCAM | 70.00‡ | — |" in text
+    assert "![curves-synthetic](figures/curves-synthetic.png)" in text
+    assert (extended_run / "ext" / "figures" / "curves-synthetic.png").is_file()
+
+
+def test_table_extended_metrics_from_the_cli(monkeypatch, capsys, extended_run):
+    code, out, err = bench(monkeypatch, capsys, "table", "--results-dir", str(extended_run), "--run", "ext",
+                           "--metric", "cl,deletion,sanity")
+    assert code == 0, err
+    # Ties are bold (GradCAM's own deletion and sanity values); its CL is CAM's model's: marked, not bold.
+    assert "| CAM | 70.00 | 75.00 | **0.300** | 0.300 | **0.200** | 0.200 |" in out
+    assert "| GradCAM | 70.00‡ | — | **0.300** | — | **0.200** | — |" in out
+    assert "‡ marks CL cells that repeat the numbers of another method's trained model (sharing on): GradCAM uses CAM's." in out
+    code, out, err = bench(monkeypatch, capsys, "table", "--results-dir", str(extended_run), "--run", "ext",
+                           "--metric", "cl,deletion", "--format", "latex")
+    assert code == 0 and r"Deletion AUC $\downarrow$" in out and r"70.00$^{\ddagger}$" in out
+
+
+def test_data_section_shows_coverage_per_au_mode_and_differing_data_as_variants():
+    from bench.report import data_section
+
+    def rec(au, seed, **data):
+        return {"spec": {"dataset": "rafdb", "au": au, "seed": seed}, "data": {**DATA, **data}}
+
+    same = data_section([rec(False, 0, au_coverage=None), rec(True, 0, au_coverage=0.9)])
+    assert "- AU coverage: w/o AU: —, w/ AU: 0.900" in same and "Variant" not in "\n".join(same)
+    other_counts = {**DATA["counts"], "test": 49}
+    lines = "\n".join(data_section([rec(True, 0), rec(True, 1, counts=other_counts), rec(False, 1, counts=other_counts)]))
+    assert "**Variant 1 of 2** (1 trial: w/ AU, seed 0):" in lines
+    assert "**Variant 2 of 2** (2 trials: w/o AU and w/ AU, seed 1):" in lines
+    assert "| test | 50 | 1 | 0 | memory |" in lines and "| test | 49 | 1 | 0 | memory |" in lines
+    assert data_section([{"spec": {"dataset": "rafdb", "au": True, "seed": 0}, "data": {}}])[4].startswith(
+        "1 of 1 trial has no data section")

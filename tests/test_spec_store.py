@@ -9,7 +9,7 @@ from bench.store import RunStore
 
 def _spec(**kw):
     base = dict(method="cam", evaluate=("cam",), dataset="synthetic", au=True, seed=0, profile="smoke",
-                overrides=(("train.epochs", 1),), config_digest="abc")
+                overrides=(("train.epochs", 1),), identity="abc")
     base.update(kw)
     return TrialSpec(**base)
 
@@ -17,12 +17,13 @@ def _spec(**kw):
 def test_id_is_a_content_hash():
     assert _spec().id == _spec().id
     assert _spec().id != _spec(seed=1).id
-    assert _spec().id != _spec(config_digest="def").id
+    assert _spec().id != _spec(identity="def").id
+    assert _spec().id == _spec(profile="demo", overrides=()).id     # content, not the command line
     assert TrialSpec.from_dict(json.loads(json.dumps(_spec().to_dict()))) == _spec()
 
 
 def test_grid_expansion():
-    specs = expand_grid(["cam"], ["synthetic", "other"], [False, True], [0, 1], "smoke", (), "d")
+    specs = expand_grid(["cam"], ["synthetic", "other"], [False, True], [0, 1], "smoke", (), lambda *cell: "d")
     assert len(specs) == 8 and len({s.id for s in specs}) == 8
     assert group_methods(["cam"]) == [("cam", ("cam",))]
 
@@ -67,7 +68,35 @@ def test_post_hoc_methods_share_the_cam_training_run():
     assert groups["cam"] == ("cam", "gradcam", "gradcampp", "layercam")
     trained = set(method_names()) - {"gradcam", "gradcampp", "layercam"}
     assert set(groups) == trained
-    shared = expand_grid(method_names(), ["synthetic"], [False, True], [0], "demo", (), "d")
-    separate = expand_grid(method_names(), ["synthetic"], [False, True], [0], "demo", (), "d", share=False)
+    shared = expand_grid(method_names(), ["synthetic"], [False, True], [0], "demo", (), lambda *cell: "d")
+    separate = expand_grid(method_names(), ["synthetic"], [False, True], [0], "demo", (), lambda *cell: "d",
+                           share=False)
     assert len(shared) == 2 * len(trained) and len(separate) == 2 * len(method_names())
     assert {s.method for s in separate} == set(method_names())
+
+
+def test_setting_names_the_command_line_not_the_cell():
+    assert _spec().setting == _spec(seed=3, au=False, dataset="rafdb", identity="x").setting
+    assert _spec().setting != _spec(overrides=(("train.epochs", 2),)).setting
+    assert _spec().setting != _spec(profile="demo").setting
+
+
+def test_a_failed_row_makes_the_trial_unfinished(tmp_path):
+    store = RunStore(tmp_path)
+    store.write(_spec(), "ok", [{"method": "cam", "status": "ok", "cl": 1.0},
+                                {"method": "gradcam", "status": "failed", "error": "boom"}])
+    assert store.finished_ids() == set()
+    frame = store.frame()
+    assert dict(zip(frame["method"], frame["status"])) == {"cam": "ok", "gradcam": "failed"}
+
+
+def test_records_are_readable_by_others_under_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = RunStore(tmp_path).write(_spec(), "ok", [{"method": "cam", "cl": 1.0}])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -44,13 +44,47 @@ def test_generated_faces_are_cached_on_disk_and_reloaded(tmp_path, monkeypatch):
     import bench.data.synthetic_dataset as ds
 
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
-    first = ds._splits.__wrapped__(32, (14, 7, 7), 0.5, 5)
-    (path,) = (tmp_path / "synthetic").glob("*.npz")
+    first = ds._splits(32, (14, 7, 7), 0.5, 5)
+    entries = sorted(e for e in (tmp_path / "synthetic").glob("*-*") if e.is_dir())
+    assert [e.name.split("-")[0] for e in entries] == ["test", "train", "val"]       # one entry per split
+    assert all((e / "COMPLETE").is_file() for e in entries)
+    assert isinstance(first.train.images.store, np.memmap)                           # memory-mapped, shared
     monkeypatch.setattr(ds, "generate", lambda *a, **k: (_ for _ in ()).throw(AssertionError("regenerated")))
-    again = ds._splits.__wrapped__(32, (14, 7, 7), 0.5, 5)
+    again = ds._splits(32, (14, 7, 7), 0.5, 5)
     assert again.fingerprint == first.fingerprint
     assert np.array_equal(again.train.landmarks, first.train.landmarks)
-    path.write_bytes(b"torn")                                   # unreadable -> generated again
+    fresh = generate("train", 14, 5, SyntheticOptions(image_size=32, shortcut=0.5))
+    assert np.array_equal(np.asarray(again.train.images), fresh.images)              # the same faces as in memory
+    (entries[1] / "COMPLETE").unlink()                                                # torn -> generated again
     monkeypatch.undo()
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
-    assert ds._splits.__wrapped__(32, (14, 7, 7), 0.5, 5).fingerprint == first.fingerprint
+    assert ds._splits(32, (14, 7, 7), 0.5, 5).fingerprint == first.fingerprint
+
+
+def test_generation_into_a_file_matches_generation_in_memory(tmp_path):
+    from bench.data.npy import NpyWriter
+
+    opts = SyntheticOptions(image_size=24)
+    with NpyWriter(tmp_path / "faces.npy", (9, 24, 24, 3)) as out:
+        streamed = generate("val", 9, 2, opts, out=out)
+    in_memory = generate("val", 9, 2, opts)
+    assert np.array_equal(np.load(tmp_path / "faces.npy"), in_memory.images)
+    assert np.array_equal(streamed.landmarks, in_memory.landmarks)
+
+
+def test_fingerprint_and_stats_cover_seed_size_and_landmarks(tmp_path, monkeypatch):
+    import bench.data.synthetic_dataset as ds
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
+    base = ds._splits(24, (14, 7, 7), 0.0, 0)
+    assert ds._splits(24, (14, 7, 7), 0.0, 1).fingerprint != base.fingerprint
+    assert ds._splits(24, (21, 7, 7), 0.0, 0).fingerprint != base.fingerprint
+    assert ds._splits(32, (14, 7, 7), 0.0, 0).fingerprint != base.fingerprint
+    stats = base.stats
+    assert stats["dataset"] == "synthetic" and stats["data_root"] is None and stats["landmark_source"] == "generator"
+    assert stats["counts"] == {"train": 14, "val": 7, "test": 7}
+    assert stats["without_landmarks"] == {"train": 0, "val": 0, "test": 0}
+    assert stats["skipped"] == {"train": 0, "val": 0, "test": 0} and stats["placement"] == {}
+    import json
+
+    json.dumps(stats)                                                                 # serialisable as is

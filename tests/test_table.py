@@ -25,7 +25,7 @@ ORDER = ["cam", "gradcam", "apvit"]
 
 
 def _frame():
-    base = {"status": "ok", "dataset": "rafdb", "error": None, "run": "r"}
+    base = {"status": "ok", "dataset": "rafdb", "error": None, "run": "r", "num_classes": 7}
     rows = []
 
     def add(method, title, family, au, seed, cl, cam_cos, att):
@@ -88,7 +88,8 @@ def test_cells_marks_and_footnotes():
     apvit = next(line for line in md.splitlines() if line.startswith("| APViT |"))
     assert [c.strip() for c in apvit.strip("|").split("|")[1:]] == ["70.12", "—", "—", "—", "0.250", "—"]
     assert "APViT, RAF-DB, w/ AU: failed" in md and "APViT, RAF-DB, w/o AU: no CAM-COS from this method" in md
-    assert "Failed trials: apvit on rafdb (w/ AU, seed 0): RuntimeError: boom." in md
+    assert "Failed results (1, from 1 failed trial): apvit on rafdb (w/ AU, seed 0): RuntimeError: boom." in md
+    assert md.startswith("RAF-DB (7 classes)\n\n| Method |")
     assert "paired t-test" in md and "p < 0.05" in md
 
 
@@ -115,8 +116,8 @@ def test_wilcoxon_footnote_and_no_marks():
 def test_paper_reference_side_by_side():
     table = _table(reference=load_reference("paper"))
     md = to_markdown(table)
-    head = md.splitlines()[0]
-    assert "CL w/o AU (paper)" in head and "ATT-COS (layer5) w/ AU (paper)" in head
+    head = md.splitlines()[2]
+    assert "CL ↑ w/o AU (paper)" in head and "ATT-COS (layer5) ↑ w/ AU (paper)" in head
     cam = next(line for line in md.splitlines() if line.startswith("| CAM |"))
     cells = [c.strip() for c in cam.strip("|").split("|")[1:]]
     assert cells[2:4] == ["88.20", "88.95"]                  # Table 1, RAF-DB, CAM
@@ -203,7 +204,7 @@ def test_empty_run_says_so_in_one_line():
     assert to_markdown(build_table(pl.DataFrame())) == "No finished trials to tabulate.\n"
     only_failed = _frame().filter(pl.col("status") == "failed")
     text = to_markdown(build_table(only_failed))
-    assert text.count("\n") == 1 and text.startswith("No finished trials to tabulate (1 failed")
+    assert text.count("\n") == 1 and text.startswith("No finished results to tabulate. Failed results (1, ")
     assert to_latex(build_table(pl.DataFrame())).count("\n") == 1
 
 
@@ -213,6 +214,165 @@ def test_auto_layer_takes_each_methods_aligned_layer():
         pl.when(pl.col("method") == "apvit").then(pl.lit("tokens")).otherwise(pl.col("alignment_layers")).alias("alignment_layers"),
         pl.when(pl.col("method") == "apvit").then(pl.lit(0.33)).otherwise(None).alias("att_cos_tokens"))
     md = to_markdown(build_table(frame, "auto", ORDER, metrics=["att-cos"], reference=load_reference("paper")))
-    assert "ATT-COS (aligned layer) w/o AU" in md
+    assert "ATT-COS (aligned layer) ↑ w/o AU" in md
     assert "| CAM | **0.450 ± 0.050** | **0.850 ± 0.050** | 0.570 | 0.850 |" in md
     assert "| APViT | 0.330 | — | 0.380 | 0.850 |" in md
+
+
+# --------------------------------------------------------------------------------------------
+# Shared models, extended metrics, failed extractors (one fixture, every format)
+
+
+def _extended_frame():
+    """CAM trains; GradCAM reuses its model (sharing on), so its CL/ATT-COS equal CAM's by construction;
+    WILDCAT trains its own. Two seeds each with extended metrics, except WILDCAT (not evaluated extended).
+    LayerCAM's extractor failed inside a finished CAM trial."""
+    base = {"status": "ok", "trial_status": "ok", "dataset": "rafdb", "error": None, "run": "r", "num_classes": 7}
+    rows = []
+    for seed in (0, 1):
+        for au in (False, True):
+            cl = 80.0 + 4 * au + seed
+            att = 0.40 + 0.4 * au + 0.01 * seed
+            trial = f"cam-{seed}-{au}"
+            ext = {"deletion_auc": 0.30 - 0.1 * au + 0.01 * seed, "insertion_auc": 0.60 + 0.01 * seed,
+                   "sanity_similarity": 0.20, "sanity_pass": True}
+            rows.append({**base, "trial_id": trial, "seed": seed, "au": au, "method": "cam", "title": "CAM",
+                         "family": "cnn", "cl": cl, "cam_cos": 0.50, "att_cos_layer5": att, **ext})
+            # GradCAM: same model, so same CL and ATT-COS; its own CAM-COS and maps. Its deletion AUC is
+            # lower (better) than CAM's; its sanity test fails on seed 1 w/ AU.
+            rows.append({**base, "trial_id": trial, "seed": seed, "au": au, "method": "gradcam", "title": "GradCAM",
+                         "family": "cnn", "shared_model": "cam", "cl": cl, "cam_cos": 0.60, "att_cos_layer5": att,
+                         "deletion_auc": ext["deletion_auc"] - 0.05, "insertion_auc": 0.55,
+                         "sanity_similarity": 0.90 if (seed, au) == (1, True) else 0.30,
+                         "sanity_pass": (seed, au) != (1, True)})
+            rows.append({**base, "trial_id": trial, "seed": seed, "au": au, "method": "layercam", "title": "LayerCAM",
+                         "family": "cnn", "shared_model": "cam", "status": "failed" if au else "ok",
+                         "error": "ValueError: hook never fired" if au else None,
+                         "cl": None if au else cl, "cam_cos": None if au else 0.55, "att_cos_layer5": None if au else att,
+                         "deletion_auc": None if au else 0.4, "insertion_auc": None if au else 0.5,
+                         "sanity_similarity": None if au else 0.25, "sanity_pass": None if au else True})
+            rows.append({**base, "trial_id": f"wild-{seed}-{au}", "seed": seed, "au": au, "method": "wildcat",
+                         "title": "WILDCAT", "family": "cnn", "cl": 70.0 + seed, "cam_cos": 0.40,
+                         "att_cos_layer5": 0.30})
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+EXT_ORDER = ["cam", "wildcat", "gradcam", "layercam"]
+EXT_METRICS = ["cl", "att-cos", "deletion", "insertion", "sanity"]
+
+
+def _ext_table(frame=None, **kw):
+    return build_table(_extended_frame() if frame is None else frame, "layer5", EXT_ORDER, metrics=EXT_METRICS, **kw)
+
+
+def _md_cells(md: str, title: str) -> list[str]:
+    line = next(line for line in md.splitlines() if line.startswith(f"| {title} |"))
+    return [c.strip() for c in line.strip("|").split("|")[1:]]
+
+
+def test_extended_goldens():
+    _golden("table-extended.md", to_markdown(_ext_table()))
+    _golden("table-extended.tex", to_latex(_ext_table()))
+    _golden("table-extended.csv", to_csv(_ext_table()))
+
+
+def test_shared_cells_are_marked_not_bold_not_tested():
+    md = to_markdown(_ext_table())
+    cam, grad = _md_cells(md, "CAM"), _md_cells(md, "GradCAM")
+    # CL: CAM and GradCAM carry the same numbers; only CAM (the trained model) is bold and tested.
+    assert cam[:2] == ["**80.50 ± 0.71**", "**84.50 ± 0.71**"] and grad[:2] == ["80.50 ± 0.71‡", "84.50 ± 0.71‡"]
+    assert "†" not in grad[1] and "†" not in grad[3]
+    # Their own metrics (deletion AUC: GradCAM lower = better, ↓) compete normally and are not marked.
+    assert grad[4] == "**0.255 ± 0.007**" and cam[4] == "0.305 ± 0.007"
+    assert ("‡ marks CL and ATT-COS (layer5) cells that repeat the numbers of another method's trained model "
+            "(sharing on): GradCAM and LayerCAM use CAM's. They are neither bolded nor tested") in md
+    # --no-share rows: the same numbers, unmarked, so ties are bold and the pair is tested.
+    unshared = _extended_frame().with_columns(pl.lit(None, pl.Utf8).alias("shared_model"))
+    md2 = to_markdown(_ext_table(unshared))
+    assert _md_cells(md2, "GradCAM")[:2] == ["**80.50 ± 0.71**", "**84.50 ± 0.71**"] and "‡" not in md2
+
+
+def test_every_format_marks_the_same_cells():
+    table = _ext_table()
+    md, tex = to_markdown(table), to_latex(table)
+    rows = list(csv.DictReader(io.StringIO(to_csv(table))))
+    cl = next(r for r in rows if r["method"] == "gradcam" and r["metric"] == "CL")
+    assert (cl["shared_model"], cl["wo_best"], cl["w_best"], cl["p_value"], cl["test"]) == ("cam", "0", "0", "", "")
+    grad_tex = next(line for line in tex.splitlines() if line.startswith("GradCAM &"))
+    tex_cells = [c.strip() for c in grad_tex.rstrip("\\ ").split("&")[1:]]
+    assert tex_cells[0] == r"80.50 $\pm$ 0.71$^{\ddagger}$" and tex_cells[4] == r"\textbf{0.255 $\pm$ 0.007}"
+    # Strip each format's marks: the numbers agree cell by cell.
+    plain_md = [re.sub(r"[*‡†§]", "", c) for c in _md_cells(md, "GradCAM")]
+    plain_tex = [re.sub(r"\\textbf\{(.*)\}", r"\1", re.sub(r"\$\^\{\\(ddagger|dagger|S)\}\$", "", c)).replace(
+        r" $\pm$ ", " ± ").replace("--", "—") for c in tex_cells]
+    plain_csv = [v for r in rows if r["method"] == "gradcam" for v in (r["wo_au"], r["w_au"])]
+    assert plain_md == plain_tex == plain_csv
+
+
+def test_extended_metrics_direction_flags_and_not_evaluated():
+    table = _ext_table()
+    md = to_markdown(table)
+    head = md.splitlines()[2]
+    assert "Deletion AUC ↓ w/o AU" in head and "Insertion AUC ↑ w/ AU" in head and "Sanity similarity ↓" in head
+    assert r"Deletion AUC $\downarrow$" in to_latex(table)
+    # Insertion is higher-better: CAM (0.605) beats GradCAM (0.550); sanity is lower-better: CAM 0.200 wins.
+    cam, grad = _md_cells(md, "CAM"), _md_cells(md, "GradCAM")
+    assert cam[6] == "**0.605 ± 0.007**" and grad[6] == "0.550 ± 0.000" and cam[8] == "**0.200 ± 0.000**"
+    # GradCAM's sanity test fails on one of its two w/ AU seeds: flagged there only.
+    assert grad[9] == "0.600 ± 0.424§" and "§" not in grad[8]
+    assert ("§ Sanity similarity: fails the model-randomisation test: its maps barely change when the top layers "
+            "are re-initialised (GradCAM, RAF-DB, w/ AU: 1 of 2 seeds).") in md
+    # Deletion w/ AU differs by exactly 0.1 on both seeds: constant differences are untestable, not significant.
+    assert "†" not in cam[5]
+    # WILDCAT was not evaluated with --eval extended: dashes and the hint, not "from this method".
+    assert _md_cells(md, "WILDCAT")[4:] == ["—"] * 6
+    assert ("— Deletion AUC, Insertion AUC and Sanity similarity not evaluated for WILDCAT, RAF-DB, w/o AU; "
+            "WILDCAT, RAF-DB, w/ AU: run `bench run --eval extended`") in md
+    assert "WILDCAT, RAF-DB, w/o AU: no" not in md
+
+
+def test_failed_extractor_in_a_finished_trial():
+    frame = pl.concat([_extended_frame(), _frame().filter(pl.col("method") == "apvit").with_columns(
+        pl.col("status").alias("trial_status"), pl.lit(7).alias("num_classes"))], how="diagonal_relaxed")
+    md = to_markdown(build_table(frame, "layer5", EXT_ORDER + ["apvit"], metrics=["cl"]))
+    assert _md_cells(md, "LayerCAM") == ["80.50 ± 0.71‡", "—"]
+    assert "LayerCAM, RAF-DB, w/ AU: failed" in md
+    assert ("Failed results (3: 1 from 1 failed trial, 2 failed extractors in finished trials): "
+            "apvit on rafdb (w/ AU, seed 0): RuntimeError: boom; "
+            "layercam on rafdb (w/ AU, seed 0; its trial finished): ValueError: hook never fired; "
+            "layercam on rafdb (w/ AU, seed 1; its trial finished): ValueError: hook never fired.") in md
+
+
+def test_failed_trial_is_one_entry_naming_all_its_methods():
+    failed = pl.DataFrame([{"run": "r", "trial_id": "t1", "status": "failed", "trial_status": "failed",
+                            "dataset": "rafdb", "au": True, "seed": 0, "method": m, "error": "OOM"}
+                           for m in ("cam", "gradcam", "layercam")])
+    text = to_markdown(build_table(failed))
+    assert text == ("No finished results to tabulate. Failed results (3, from 1 failed trial): "
+                    "cam, gradcam, layercam on rafdb (w/ AU, seed 0): OOM.\n")
+
+
+def test_caption_names_each_dataset_and_its_class_count():
+    two = pl.concat([_frame(), _frame().with_columns(pl.lit("affectnet").alias("dataset"), pl.lit(8, pl.Int64).alias("num_classes"))])
+    table = build_table(two, "layer5", ORDER, metrics=["cl"])
+    assert table.caption == "AffectNet (8 classes), RAF-DB (7 classes)"
+    assert "on AffectNet (8 classes), RAF-DB (7 classes): without" in to_latex(table)
+    unknown = build_table(_frame().drop("num_classes"), "layer5", ORDER)
+    assert to_markdown(unknown).startswith("RAF-DB\n\n")
+
+
+def test_duplicate_in_one_run_names_the_run_once_and_both_settings():
+    a = _frame().with_columns(pl.lit("aaaaaaaaaaaa").alias("setting"))
+    b = _frame().with_columns(pl.lit("bbbbbbbbbbbb").alias("setting"))
+    with pytest.raises(UserError, match=r"\(run r, settings aaaaaaaaaaaa and bbbbbbbbbbbb\): .*--config"):
+        build_table(pl.concat([a, b]))
+
+
+def test_extended_latex_structure():
+    tex = to_latex(_ext_table())
+    assert tex.isascii() and tex.count("{") == tex.count("}") and tex.count("$") % 2 == 0
+    assert "--no-share" not in tex and r"-{}-no-share" in tex        # an option name, not an en dash
+    ncols = int(re.search(r"\\multicolumn\{(\d+)\}\{l\}", tex).group(1))
+    body = tex.split(r"\midrule", 1)[1].split(r"\bottomrule")[0]
+    rows = [line for line in body.splitlines() if line.endswith(r"\\") and r"\multicolumn" not in line]
+    assert len(rows) == 4 and all(line.count("&") == ncols - 1 for line in rows)

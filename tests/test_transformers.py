@@ -6,7 +6,7 @@ from backbones import PretrainedWeightsError
 from backbones.ir50 import IR50
 from backbones.vit import ViTFeatures, cls_attention_map
 from bench.config import resolve
-from bench.train import build_model, make_method
+from bench.train import build_model, make_method, make_optimizer
 from methods import get_method
 from methods.apvit import APViTNet, attentive_patch_pooling
 from methods.tscam import couple
@@ -196,8 +196,7 @@ def _ir_unit(cin, d):
 
 
 def test_paper_profile_builds_both_at_paper_size():
-    config = resolve("paper", [("model.pretrained", False), ("methods.apvit.ir50_weights", ""),
-                               ("methods.apvit.vit_weights", "")])
+    config = resolve("paper", [("model.pretrained", False), ("methods.apvit.vit_weights", "")])
     assert config.data.image_size == 224
     torch.manual_seed(0)
 
@@ -223,3 +222,93 @@ def test_paper_profile_builds_both_at_paper_size():
     assert out.logits.shape == (1, 7)
     assert out.features["stage3"].shape == (1, 256, 14, 14)
     assert out.extras["token_counts"] == [160, 144, 129, 116, 104]
+
+
+# --- optimiser parameter groups ------------------------------------------------------------------
+def _decay_by_name(model, optimizer):
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            assert names[id(p)] not in decay, "a parameter in two groups"
+            decay[names[id(p)]] = group["weight_decay"]
+    assert set(decay) == {n for n, p in model.named_parameters() if p.requires_grad}
+    return decay
+
+
+def test_transformer_optimizer_skips_decay_on_norms_biases_pos_embed_and_cls_token():
+    """TS-CAM's DeiT declares timm's no_weight_decay(): its groups follow timm; a zero-gradient AdamW
+    step then shrinks exactly the decayed weights by (1 - lr·wd) and leaves the others alone."""
+    config = resolve("smoke", [("train.optimizer", "adamw"), ("train.weight_decay", 0.05), ("train.lr", 0.1)],
+                     "synthetic", "tscam")
+    model = build_model(make_method("tscam", config), config, 7)
+    optimizer, _ = make_optimizer(model, config)
+    decay = _decay_by_name(model, optimizer)
+    for name in ("backbone.vit.pos_embed", "backbone.vit.cls_token", "backbone.vit.blocks.0.norm1.weight",
+                 "backbone.vit.blocks.0.norm1.bias", "backbone.vit.blocks.0.attn.qkv.bias", "backbone.vit.norm.weight",
+                 "head.bias"):
+        assert decay[name] == 0.0, name
+    for name in ("backbone.vit.blocks.0.attn.qkv.weight", "backbone.vit.blocks.1.mlp.fc1.weight",
+                 "backbone.vit.patch_embed.proj.weight", "head.weight"):
+        assert decay[name] == 0.05, name
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    for name, p in model.named_parameters():
+        factor = 1 - 0.1 * decay[name]
+        assert torch.allclose(p, before[name] * factor, rtol=1e-6, atol=1e-7), name
+
+
+def test_cnn_optimizer_decays_every_parameter_as_the_reference():
+    """A CNN declares nothing: one group, every parameter (BatchNorm and biases too), as torch.optim.SGD
+    over model.parameters() in the reference."""
+    config = resolve("smoke", [("train.optimizer", "sgd"), ("train.weight_decay", 5e-4)], "synthetic", "cam")
+    model = build_model(make_method("cam", config), config, 7)
+    optimizer, _ = make_optimizer(model, config)
+    assert len(optimizer.param_groups) == 1
+    assert set(_decay_by_name(model, optimizer).values()) == {5e-4}
+
+
+def test_no_weight_decay_names_are_collected_from_nested_modules():
+    from torch import nn
+
+    from bench.optim import declared_no_weight_decay
+
+    class Inner(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pos = nn.Parameter(torch.zeros(1, 4, 3))
+
+        def no_weight_decay(self):
+            return {"pos"}
+
+    outer = nn.Sequential(nn.Linear(3, 3), Inner())
+    assert declared_no_weight_decay(outer) == {"1.pos"}
+    assert declared_no_weight_decay(nn.Linear(3, 3)) is None
+
+
+def test_apvit_optimizer_skips_decay_on_its_pos_embed_cls_token_norms_and_biases():
+    config = resolve("smoke", [("train.optimizer", "sgd"), ("train.weight_decay", 5e-4)], "synthetic", "apvit")
+    model = build_model(make_method("apvit", config), config, 7)
+    decay = _decay_by_name(model, make_optimizer(model, config)[0])
+    for name in ("pos_embed", "cls_token", "blocks.0.norm1.weight", "norm.bias", "head.bias",
+                 "backbone.input_layer.1.weight", "backbone.input_layer.2.weight", "proj.bias"):
+        assert decay[name] == 0.0, name
+    for name in ("blocks.0.attn.qkv.weight", "head.weight", "proj.weight", "backbone.input_layer.0.weight"):
+        assert decay[name] == 5e-4, name
+
+
+def test_apvit_ir50_weights_come_through_model_pretrained_path(tmp_path):
+    apvit = get_method("apvit")
+    method = apvit(apvit.make_config({**apvit.conformance_options()["method"], "ir50_width": 1.0}))
+    with pytest.raises(PretrainedWeightsError) as info:
+        method.make_backbone({"pretrained": True, "pretrained_path": None})
+    assert "\n" not in str(info.value) and "model.pretrained_path" in str(info.value)
+    assert "model.pretrained=false" in str(info.value)
+    torch.manual_seed(0)
+    source = method.make_backbone({"pretrained": False})
+    torch.save(source.state_dict(), tmp_path / "ir50.pth")
+    torch.manual_seed(1)
+    loaded = method.make_backbone({"pretrained": True, "pretrained_path": str(tmp_path / "ir50.pth")})
+    assert torch.equal(loaded.body[0].res_layer[1].weight, source.body[0].res_layer[1].weight)

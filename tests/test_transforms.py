@@ -57,14 +57,16 @@ def test_identity_augmentation_keeps_image_and_landmarks(template_landmarks):
     torch.testing.assert_close(out, lm, atol=1e-4, rtol=0)
 
 
-def test_cpu_placement_shares_the_decoded_arrays_and_gathers_by_index():
+def test_place_gives_what_evaluate_takes_and_keeps_in_memory_arrays_in_place():
     import numpy as np
 
-    from bench.data.placement import gather, place
+    from bench.data.placement import place
     from bench.data.synthetic import Arrays
 
     arrays = Arrays(np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3), np.array([3, 5]),
                     np.zeros((2, 68, 2), np.float32))
-    images, labels, _ = place(arrays, torch.device("cpu"))
-    assert images.data_ptr() == torch.from_numpy(arrays.images).data_ptr()      # no copy on the CPU
-    assert gather(labels, torch.tensor([1, 1, 0]), torch.device("cpu")).tolist() == [5, 5, 3]
+    split, labels, landmarks = place(arrays, torch.device("cpu"))
+    assert split.placement == "memory" and labels.tolist() == [3, 5] and landmarks.shape == (2, 68, 2)
+    images, got_labels, _ = split.take([1, 1, 0])
+    assert got_labels.tolist() == [5, 5, 3] and torch.equal(images[2], torch.from_numpy(arrays.images[0]))
+    assert split.images.data_ptr() == torch.from_numpy(arrays.images).data_ptr()   # no copy on the CPU

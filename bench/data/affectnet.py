@@ -8,7 +8,9 @@
     136 numbers x, y, x, y, ..., when present); images are used as given (face crops).
 
 Codes 0-6 map to the canonical 7 classes; 7 (contempt) is kept as an 8th class only with
-``data.contempt=true``; 8-10 (none, uncertain, no face) are always dropped.
+``data.contempt=true``; 8-10 (none, uncertain, no face) are always dropped. Dropped rows are
+counted by code (``Catalog.dropped``, then each record's ``data.dropped_labels``); a code outside
+0-10, or an annotation that cannot be read, is an error naming the file (and line).
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ from bench.errors import UserError
 #: AffectNet code -> canonical index (0 Neutral, 1 Happy, 2 Sad, 3 Surprise, 4 Fear, 5 Disgust, 6 Anger, 7 Contempt).
 AFFECTNET_TO_CANONICAL = {0: 0, 1: 1, 2: 6, 3: 2, 4: 3, 5: 5, 6: 4}
 CONTEMPT_CODE = 7
+KNOWN_CODES = range(11)       # 0-6 basic, 7 contempt, 8 none, 9 uncertain, 10 no face
+EXPECTED_CODES = "0-10 (0-6 basic expressions, 7 contempt, 8 none, 9 uncertain, 10 no face)"
 CSV_COLUMNS = ("subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "facial_landmarks",
                "expression")
 LAYOUT = ("an AffectNet folder holding either Manually_Annotated_Images/ with training.csv and validation.csv, "
@@ -61,13 +65,19 @@ def parse_landmarks(text: str) -> np.ndarray | None:
         return None
 
 
-def _read_csv(path: Path, images: Path, mapping: dict[int, int]) -> tuple[list[Item], int]:
-    items, dropped = [], 0
+def _check_code(code: int, where: str) -> None:
+    if code not in KNOWN_CODES:
+        raise UserError(f"affectnet: {where}: expression code {code} is not an AffectNet code; expected "
+                        f"{EXPECTED_CODES}; fix or remove that annotation")
+
+
+def _read_csv(path: Path, images: Path, mapping: dict[int, int]) -> tuple[list[Item], dict[str, int]]:
+    items, dropped = [], {}
     with open(path, newline="") as fh:
         rows = csv.reader(fh)
         header = next(rows, None)
         if header is None:
-            return [], 0
+            return [], {}
         if header[0].strip() == CSV_COLUMNS[0]:
             col = {name.strip(): i for i, name in enumerate(header)}
             missing = [c for c in CSV_COLUMNS if c not in col]
@@ -85,8 +95,9 @@ def _read_csv(path: Path, images: Path, mapping: dict[int, int]) -> tuple[list[I
                 w, h = float(row[col["face_width"]]), float(row[col["face_height"]])
             except (IndexError, ValueError):
                 raise UserError(f"affectnet: {path}:{n} is not a valid row: {','.join(row)[:80]!r}") from None
+            _check_code(code, f"{path}:{n}")
             if code not in mapping:
-                dropped += 1
+                dropped[str(code)] = dropped.get(str(code), 0) + 1
                 continue
             rel = row[col["subDirectory_filePath"]].strip()
             items.append(Item(id=rel, path=images / rel, label=mapping[code], box=(x, y, x + w, y + h),
@@ -94,7 +105,7 @@ def _read_csv(path: Path, images: Path, mapping: dict[int, int]) -> tuple[list[I
     return items, dropped
 
 
-def _read_npy_split(split_dir: Path, mapping: dict[int, int], index_dir: Path) -> tuple[list[Item], int]:
+def _read_npy_split(split_dir: Path, mapping: dict[int, int], index_dir: Path) -> tuple[list[Item], dict[str, int]]:
     """Items of one ``train_set``/``val_set``; the parsed annotations are cached (one .npy per file
     is slow to read on every run) under a key of the annotation listing (names, sizes, mtimes)."""
     ann, img = split_dir / "annotations", split_dir / "images"
@@ -113,8 +124,10 @@ def _read_npy_split(split_dir: Path, mapping: dict[int, int], index_dir: Path) -
         for i, stem in enumerate(ids):
             try:
                 codes[i] = int(np.asarray(np.load(ann / f"{stem}_exp.npy", allow_pickle=False)).reshape(-1)[0])
-            except (OSError, ValueError, IndexError):
-                codes[i] = -1                         # unreadable annotation: dropped with the non-basic codes
+            except (OSError, ValueError, IndexError, EOFError) as exc:
+                raise UserError(f"affectnet: {ann / f'{stem}_exp.npy'} cannot be read as an expression code "
+                                f"({type(exc).__name__}); expected a .npy holding one of {EXPECTED_CODES}; "
+                                "restore it or remove that image's annotations") from None
             if f"{stem}_lnd.npy" in names:
                 try:
                     lnd = np.asarray(np.load(ann / f"{stem}_lnd.npy", allow_pickle=False), dtype=np.float32)
@@ -132,11 +145,12 @@ def _read_npy_split(split_dir: Path, mapping: dict[int, int], index_dir: Path) -
         stem, ext = os.path.splitext(entry.name)
         if ext.lower() in IMAGE_EXTENSIONS:
             files[stem] = entry.name
-    items, dropped = [], 0
+    items, dropped = [], {}
     for i, stem in enumerate(ids):
         code = int(codes[i])
+        _check_code(code, str(ann / f"{stem}_exp.npy"))
         if code not in mapping:
-            dropped += 1
+            dropped[str(code)] = dropped.get(str(code), 0) + 1
             continue
         name = files.get(stem, f"{stem}.jpg")          # a missing image is counted as skipped at decode
         lm = points[i] if np.isfinite(points[i]).all() else None
@@ -166,8 +180,9 @@ def catalog(config) -> Catalog:
         train, dropped_train = _read_csv(train_csv, images, mapping)
         test, dropped_test = _read_csv(train_csv.parent / "validation.csv", images, mapping)
         return Catalog(splits={"train": train, "test": test}, class_names=names, root=images.parent,
-                       own_landmarks=True, notes={"release": "manually_annotated",
-                                                  "dropped": {"train": dropped_train, "test": dropped_test}})
+                       own_landmarks=True, notes={"release": "manually_annotated"},
+                       dropped={"train": dropped_train, "test": dropped_test},
+                       options={"release": "manually_annotated", "contempt": contempt})
     for base in _bases(root):
         if all((base / s / "annotations").is_dir() and (base / s / "images").is_dir() for s in ("train_set", "val_set")):
             index_dir = dataset_cache_dir("affectnet", base)
@@ -175,8 +190,9 @@ def catalog(config) -> Catalog:
             test, dropped_test = _read_npy_split(base / "val_set", mapping, index_dir)
             has_points = any(it.landmarks is not None for it in train + test)
             return Catalog(splits={"train": train, "test": test}, class_names=names, root=base,
-                           own_landmarks=has_points, notes={"release": "train_set/val_set",
-                                                            "dropped": {"train": dropped_train, "test": dropped_test}})
+                           own_landmarks=has_points, notes={"release": "train_set/val_set"},
+                           dropped={"train": dropped_train, "test": dropped_test},
+                           options={"release": "train_set/val_set", "contempt": contempt})
     raise UserError(f"affectnet: nothing recognisable under {root}; point --data-root (or BENCH_DATA) at {LAYOUT}")
 
 

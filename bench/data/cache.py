@@ -1,29 +1,32 @@
-"""Decode once: real datasets become memory-mapped uint8 arrays, built once per split and reused.
+"""Decode once: real datasets become memory-mapped uint8 arrays, one cache entry per key, reused.
 
 A dataset module lists its images as ``Item``s (file, label, optional face box, optional own
 landmarks, optional subject) per split; ``load_splits`` turns that catalogue into ``Splits``:
 
-1. every split is decoded, cropped to its box and resized to ``image_size`` once, into
-   ``<cache>/<dataset>-<root hash>/<split>-<key>/images.npy`` (opened memory-mapped afterwards);
-   the key hashes the file list, sizes, mtimes, boxes and preprocessing parameters, so any change
-   rebuilds it. A build goes to a temporary folder, writes ``COMPLETE`` last and is renamed into
-   place, so a torn cache is never read (a folder without the marker is rebuilt);
-2. unreadable images are skipped and counted (``Splits.skipped``); past ``data.max_skipped`` of a
-   split the run stops with one line;
+1. every split is decoded, cropped to its box and resized to ``image_size`` once, into the entry
+   ``<cache>/<dataset>-<root hash>/<split>-<key>/images.npy`` (``entries.py``: built under a lock
+   into a temporary folder, ``COMPLETE`` last, renamed into place; other keys are kept). The key
+   hashes the file list, sizes, mtimes, boxes and preprocessing parameters, so any change gets its
+   own entry. Decoding streams: images go to the file with ``pwrite`` as they are decoded, so the
+   builder never holds the dataset in memory;
+2. unreadable images (corrupt, truncated, zero bytes, missing) are skipped, counted and their
+   paths recorded; past ``data.max_skipped`` of a split the run stops with one line. Their rows
+   stay in the file as holes and the split simply does not index them;
 3. landmarks (the dataset's own or a detector cache written by ``bench landmarks``) are mapped
-   through the stored crop/resize of each image, so they always match the decoded pixels (they are
-   not part of the key: re-detecting landmarks never re-decodes images);
-4. validation is carved from train (``bench/data/splits.py``).
+   through the stored crop/resize of each image, so they match the decoded pixels, then sanitised
+   (``sanitise.py``). They are not part of the key: re-detecting landmarks never re-decodes;
+4. validation is carved from train (``bench/data/splits.py``) as a view: no pixel is copied.
 
-The cache folder is ``$BENCH_CACHE`` or ``~/.cache/au-cam-bench`` (never inside the data root,
-which may be read-only or shared). Delete it freely: it is rebuilt on demand.
+Trials map ``images.npy`` read-only: the page cache holds it once per node. The cache folder is
+``$BENCH_CACHE`` or ``~/.cache/au-cam-bench`` (never inside the data root, which may be read-only
+or shared); ``bench cache list|prune`` shows and removes entries.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import shutil
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,17 +37,23 @@ from PIL import Image
 
 from au.codebook import CLASS_NAMES
 from au.landmark_cache import LandmarkCache
-from bench.data.registry import Splits
+from bench.data import entries
+from bench.data.arrays import Arrays, RowView
+from bench.data.npy import NpyWriter
+from bench.data.registry import SPLITS, Splits, make_stats
+from bench.data.sanitise import digest, sanitise, without_landmarks
 from bench.data.splits import carve
-from bench.data.synthetic import Arrays
 from bench.errors import UserError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2              # 2: rows of unreadable images stay as holes (no compaction)
 RESAMPLE = "bilinear"          # antialiased in PIL when shrinking
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+DECODE_WINDOW = 4              # decode tasks in flight per worker thread (bounds the builder's memory)
+DECODE_CHUNK = 16              # images per decode task
+LANDMARK_CHUNK = 1024          # landmarks mapped at a time (float64 temporaries of ~1 MiB)
 
 
-@dataclass
+@dataclass(slots=True)
 class Item:
     """One image of a catalogue. ``box`` (x1, y1, x2, y2, pixels) is the face crop (None: whole image);
     ``landmarks`` (68, 2) are the dataset's own points in file pixels (None: look them up by id)."""
@@ -60,13 +69,17 @@ class Item:
 @dataclass
 class Catalog:
     """What a dataset offers before decoding: items per split (``train`` and ``test``; ``val``
-    only if the dataset has an official one) and its class names."""
+    only if the dataset has an official one) and its class names. ``dropped`` counts the rows
+    left out by label (per split, by code or folder name); ``options`` are the loader choices that
+    change what the numbers mean (image variant, contempt), for the fingerprint."""
 
     splits: dict[str, list[Item]]
     class_names: tuple[str, ...] = CLASS_NAMES
     root: Path = Path(".")
     own_landmarks: bool = False
     notes: dict = field(default_factory=dict)
+    dropped: dict[str, dict[str, int]] = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
 
 
 #: dataset name -> function(DataConfig) -> Catalog (used by the loaders and ``bench landmarks``).
@@ -83,14 +96,18 @@ def register_catalog(name: str):
 # --- locations ------------------------------------------------------------------------------------
 
 def data_root(config, dataset: str, layout: str) -> Path:
-    """``data.root`` or ``$BENCH_DATA``; a one-line error naming ``layout`` when neither is set."""
-    raw = (getattr(config, "root", "") or os.environ.get("BENCH_DATA", "")).strip()
+    """``data.root`` or ``$BENCH_DATA``, resolved; a one-line error naming ``layout`` when unusable."""
+    given = (getattr(config, "root", "") or "").strip()
+    raw = given or os.environ.get("BENCH_DATA", "").strip()
+    origin = "--data-root (or data.root)" if given else "BENCH_DATA"
     if not raw:
         raise UserError(f"{dataset} needs its data, which is licensed and never downloaded: give --data-root DIR "
                         f"(or --set data.root=DIR, or BENCH_DATA=DIR) pointing at {layout}")
     root = Path(raw).expanduser().resolve()
+    if root.is_file():
+        raise UserError(f"{dataset}: {origin} {root} is a file, not a folder; point it at the folder holding {layout}")
     if not root.is_dir():
-        raise UserError(f"{dataset}: data root {root} does not exist; point --data-root (or BENCH_DATA) at {layout}")
+        raise UserError(f"{dataset}: data root {root} (from {origin}) does not exist; point it at {layout}")
     return root
 
 
@@ -100,8 +117,8 @@ def cache_root() -> Path:
 
 
 def dataset_cache_dir(dataset: str, root: Path) -> Path:
-    digest = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:10]
-    return cache_root() / f"{dataset}-{digest}"
+    digest_ = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:10]
+    return cache_root() / f"{dataset}-{digest_}"
 
 
 def landmark_cache(dataset: str, root: Path, detector: str) -> LandmarkCache:
@@ -163,111 +180,83 @@ def _workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def _build(items: list[Item], image_size: int, final: Path, meta: dict) -> None:
-    tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    n = len(items)
-    images = np.lib.format.open_memmap(tmp / "all.npy", mode="w+", dtype=np.uint8,
-                                       shape=(n, image_size, image_size, 3))
-    affine = np.zeros((n, 4), dtype=np.float64)
-    ok = np.zeros(n, dtype=bool)
-    errors: list[tuple[str, str]] = []
+def _decoder(items: list[Item], image_size: int, meta: dict):
+    """The entry builder: decode every item into ``images.npy`` (row i = item i), streaming."""
+    def build(tmp: Path) -> dict:
+        n = len(items)
+        affine = np.zeros((n, 4), dtype=np.float64)
+        ok = np.zeros(n, dtype=bool)
+        errors: list[tuple[int, str]] = []
+        with NpyWriter(tmp / "images.npy", (n, image_size, image_size, 3)) as out:
+            def work(start: int) -> list[tuple[int, str]]:
+                failed = []
+                for i in range(start, min(start + DECODE_CHUNK, n)):
+                    try:
+                        image, affine[i] = decode_image(items[i].path, items[i].box, image_size)
+                        out[i] = image
+                        ok[i] = True
+                    except Exception as exc:    # corrupt, truncated, zero bytes, unreadable, missing
+                        failed.append((i, " ".join(f"{type(exc).__name__}: {exc}".split())))
+                return failed
 
-    def work(i: int):
-        try:
-            images[i], affine[i] = decode_image(items[i].path, items[i].box, image_size)
-            ok[i] = True
-        except Exception as exc:      # corrupt, truncated, unreadable or missing: skipped and counted
-            return items[i].id, " ".join(f"{type(exc).__name__}: {exc}".split())
-        return None
-
-    with ThreadPoolExecutor(_workers()) as pool:
-        for err in pool.map(work, range(n), chunksize=64):
-            if err is not None:
-                errors.append(err)
-    kept = np.flatnonzero(ok)
-    if len(kept) == n:
-        images.flush()
-        del images
-        os.replace(tmp / "all.npy", tmp / "images.npy")
-    else:                               # compact: copy the decodable rows into a right-sized array
-        out = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8,
-                                        shape=(len(kept), image_size, image_size, 3))
-        for start in range(0, len(kept), 1024):
-            out[start:start + 1024] = images[kept[start:start + 1024]]
-        out.flush()
-        del out, images
-        (tmp / "all.npy").unlink()
-    np.savez(tmp / "index.npz", source=kept, affine=affine[kept])
-    meta = {**meta, "total": n, "kept": int(len(kept)), "skipped": n - int(len(kept)), "errors": errors[:20]}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-    for name in ("images.npy", "index.npz", "meta.json"):   # on disk before the marker says so
-        fd = os.open(tmp / name, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    (tmp / "COMPLETE").write_text("ok\n")          # the marker goes last
-    if final.exists():
-        shutil.rmtree(final, ignore_errors=True)
-    try:
-        os.replace(tmp, final)
-    except OSError:                     # another process finished the same build first
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _is_complete(folder: Path) -> bool:
-    return (folder / "COMPLETE").is_file() and (folder / "images.npy").is_file() and (folder / "index.npz").is_file()
+            workers = _workers()
+            with ThreadPoolExecutor(workers) as pool:
+                pending: deque = deque()
+                for start in range(0, n, DECODE_CHUNK):     # bounded: never one future per image
+                    pending.append(pool.submit(work, start))
+                    if len(pending) >= DECODE_WINDOW * workers:
+                        errors += pending.popleft().result()
+                while pending:
+                    errors += pending.popleft().result()
+        kept = np.flatnonzero(ok)
+        np.savez(tmp / "index.npz", source=kept, affine=affine[kept])
+        errors.sort()
+        return {**meta, "total": n, "kept": int(len(kept)), "skipped": n - int(len(kept)),
+                "skipped_paths": [str(items[i].path) for i, _ in errors],
+                "errors": [(items[i].id, message) for i, message in errors[:20]]}
+    return build
 
 
 @dataclass
 class Decoded:
-    images: np.ndarray          # (M, S, S, 3) uint8, memory-mapped (copy-on-write)
+    images: RowView             # (M, S, S, 3) uint8: the kept rows of the memory-mapped file
     source: np.ndarray          # (M,) index of each row into the split's item list
     affine: np.ndarray          # (M, 4) file pixels -> decoded pixels
     meta: dict
     folder: Path
-    built: bool                 # True when this call (re)built the cache
+    built: bool                 # True when this call built the entry
 
 
-def decode_split(items: list[Item], image_size: int, folder: Path, split: str, root: Path) -> Decoded:
-    """The decoded split from ``folder`` (built there first if absent, stale or torn)."""
+def decode_split(items: list[Item], image_size: int, folder: Path, split: str, root: Path,
+                 dataset: str = "") -> Decoded:
+    """The decoded split from its entry under ``folder`` (built there first if absent or torn)."""
     key = cache_key(items, image_size, root)
-    final = folder / f"{split}-{key}"
+    entry = folder / f"{split}-{key}"
+    meta = {"dataset": dataset or folder.name.rsplit("-", 1)[0], "split": split, "key": key,
+            "image_size": image_size, "root": str(root)}
     built = False
-    if not _is_complete(final):
-        folder.mkdir(parents=True, exist_ok=True)
-        lock = open(folder / f".{split}.lock", "w")
+    for attempt in range(2):
+        built = entries.ensure(entry, _decoder(items, image_size, meta)) or built
         try:
-            try:
-                import fcntl
-
-                fcntl.flock(lock, fcntl.LOCK_EX)     # concurrent trials: one builds, the others wait
-            except ImportError:
-                pass
-            if not _is_complete(final):
-                _build(items, image_size, final, {"split": split, "key": key, "image_size": image_size})
-                built = True
-        finally:
-            lock.close()
-        for stale in folder.glob(f"{split}-*"):      # older keys of this split are garbage now
-            if stale.is_dir() and stale != final:
-                shutil.rmtree(stale, ignore_errors=True)
-    meta = json.loads((final / "meta.json").read_text())
-    with np.load(final / "index.npz") as z:
-        source, affine = z["source"], z["affine"]
-    images = np.load(final / "images.npy", mmap_mode="c")
-    if images.shape[0] != len(source):
-        shutil.rmtree(final, ignore_errors=True)      # inconsistent: rebuild
-        return decode_split(items, image_size, folder, split, root)
-    return Decoded(images, source, affine, meta, final, built)
+            meta = entries.read_meta(entry)
+            with np.load(entry / "index.npz") as z:
+                source, affine = z["source"], z["affine"]
+            store = np.load(entry / "images.npy", mmap_mode="r")
+            if store.shape[0] != len(items) or len(source) != meta["kept"]:
+                raise ValueError("inconsistent entry")
+            break
+        except (OSError, ValueError, KeyError):     # pruned meanwhile, or damaged: build it again
+            if attempt:
+                raise
+            entries._discard(entry)
+    entries.touch(entry)
+    return Decoded(RowView(store, source), source, affine, meta, entry, built)
 
 
 # --- landmarks -------------------------------------------------------------------------------------
 
 def resolve_landmarks(name: str, catalog: Catalog, config, layout_hint: str) -> tuple[Callable, str]:
-    """A function ids -> (N, 68, 2) file-pixel landmarks, by ``data.landmarks``; and the source name."""
+    """A function items -> (N, 68, 2) file-pixel landmarks, by ``data.landmarks``; and the source name."""
     choice = getattr(config, "landmarks", "auto") or "auto"
     if choice not in ("auto", "dataset", "dlib", "face-alignment", "none"):
         raise UserError(f"bad data.landmarks {choice!r}: expected auto, dataset, dlib, face-alignment or none")
@@ -296,56 +285,81 @@ def resolve_landmarks(name: str, catalog: Catalog, config, layout_hint: str) -> 
 
 # --- the whole pipeline -----------------------------------------------------------------------------
 
-def _arrays(decoded: Decoded, items: list[Item], points: np.ndarray) -> Arrays:
-    kept = [items[i] for i in decoded.source]
-    labels = np.array([it.label for it in kept], dtype=np.int64)
-    landmarks = map_landmarks(points[decoded.source], decoded.affine) if len(kept) else \
-        np.zeros((0, 68, 2), np.float32)
+def _arrays(decoded: Decoded, items: list[Item], points: np.ndarray, image_size: int) -> Arrays:
+    """The split's arrays; landmarks mapped into the decoded frame and sanitised in chunks, so the
+    temporaries stay small on AffectNet-sized splits."""
+    source = decoded.source
+    labels = np.fromiter((items[i].label for i in source), dtype=np.int64, count=len(source))
+    landmarks = np.empty((len(source), 68, 2), dtype=np.float32)
+    for start in range(0, len(source), LANDMARK_CHUNK):
+        rows = slice(start, start + LANDMARK_CHUNK)
+        landmarks[rows] = map_landmarks(points[source[rows]], decoded.affine[rows])
+    sanitise(landmarks, image_size, inplace=True)
     subjects = None
-    if kept and all(it.subject is not None for it in kept):
-        subjects = np.array([it.subject for it in kept])
+    if len(source) and all(items[i].subject is not None for i in source):
+        subjects = np.array([items[i].subject for i in source])
     return Arrays(images=decoded.images, labels=labels, landmarks=landmarks, subjects=subjects)
 
 
-def _take(a: Arrays, idx: np.ndarray) -> Arrays:
-    return Arrays(images=np.ascontiguousarray(a.images[idx]), labels=a.labels[idx], landmarks=a.landmarks[idx],
-                  subjects=None if a.subjects is None else a.subjects[idx])
+def _check_skipped(name: str, split: str, meta: dict, limit: float) -> None:
+    if meta["skipped"] > limit * meta["total"]:
+        first = meta["errors"][0] if meta["errors"] else ("?", "?")
+        path = meta["skipped_paths"][0] if meta.get("skipped_paths") else first[0]
+        raise UserError(f"{name} {split}: {meta['skipped']} of {meta['total']} images could not be read "
+                        f"({100 * meta['skipped'] / meta['total']:.1f}% > data.max_skipped={limit:g}; first: "
+                        f"{path}: {first[1]}); repair or remove them, or raise --set data.max_skipped")
 
 
 def load_splits(name: str, catalog: Catalog, config, seed: int, layout_hint: str) -> Splits:
-    """Decode (or reuse) every split, attach landmarks, carve validation from train."""
+    """Decode (or reuse) every split, attach sanitised landmarks, carve validation from train."""
     folder = dataset_cache_dir(name, catalog.root)
     lookup, source = resolve_landmarks(name, catalog, config, layout_hint)
     arrays: dict[str, Arrays] = {}
     skipped: dict[str, int] = {}
-    keys = []
+    skipped_paths: dict[str, list[str]] = {}
+    identity: dict[str, list[str]] = {}
     for split, items in catalog.splits.items():
         if not items:
             raise UserError(f"{name}: the {split} split at {catalog.root} has no images; expected {layout_hint}")
-        decoded = decode_split(items, config.image_size, folder, split, catalog.root)
+        decoded = decode_split(items, config.image_size, folder, split, catalog.root, name)
         meta = decoded.meta
-        skipped[split] = int(meta["skipped"])
-        limit = float(getattr(config, "max_skipped", 0.01))
-        if meta["skipped"] > limit * meta["total"]:
-            first = meta["errors"][0] if meta["errors"] else ("?", "?")
-            raise UserError(f"{name} {split}: {meta['skipped']} of {meta['total']} images could not be read "
-                            f"({100 * meta['skipped'] / meta['total']:.1f}% > data.max_skipped={limit:g}; first: "
-                            f"{first[0]}: {first[1]}); repair or remove them, or raise --set data.max_skipped")
-        arrays[split] = _arrays(decoded, items, lookup(items))
-        keys.append(meta["key"])
+        skipped[split], skipped_paths[split] = int(meta["skipped"]), list(meta.get("skipped_paths", []))
+        _check_skipped(name, split, meta, float(getattr(config, "max_skipped", 0.01)))
+        arrays[split] = _arrays(decoded, items, lookup(items), config.image_size)
+        identity[split] = [meta["key"], digest(arrays[split].labels)]
+    carved = None
     if "val" not in arrays:
         train = arrays["train"]
-        keep, held = carve(train.labels, float(getattr(config, "val_fraction", 0.1)), seed, train.subjects)
-        arrays["val"], arrays["train"] = _take(train, held), _take(train, keep)
-        keys.append(hashlib.sha256(held.tobytes()).hexdigest()[:8])
-    digest = hashlib.sha256(json.dumps([name, keys, source]).encode()).hexdigest()[:16]
+        fraction = float(getattr(config, "val_fraction", 0.1))
+        keep, held = carve(train.labels, fraction, seed, train.subjects)
+        arrays["val"], arrays["train"] = train.take(held), train.take(keep)
+        carved = [fraction, digest(held)]
+    landmark_digest = digest(*(arrays[s].landmarks for s in SPLITS))
+    fingerprint = hashlib.sha256(json.dumps({
+        "dataset": name, "root": str(catalog.root), "version": CACHE_VERSION, "resample": RESAMPLE,
+        "image_size": config.image_size, "options": catalog.options, "classes": list(catalog.class_names),
+        "splits": identity, "landmarks": [source, landmark_digest], "carve": carved,
+    }, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    stats = make_stats(name, str(catalog.root), source, landmark_digest, arrays,
+                       {s: without_landmarks(arrays[s].landmarks) for s in SPLITS},
+                       _dropped_by_split(catalog.dropped), skipped, skipped_paths)
     return Splits(train=arrays["train"], val=arrays["val"], test=arrays["test"], class_names=catalog.class_names,
-                  fingerprint=digest, skipped=skipped)
+                  fingerprint=fingerprint, skipped=skipped, stats=stats)
+
+
+def _dropped_by_split(dropped: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """Rows dropped by label, as train/test: an official validation split's drops count as train's."""
+    out: dict[str, dict[str, int]] = {"train": {}, "test": {}}
+    for split, counts in dropped.items():
+        target = out["test" if split == "test" else "train"]
+        for code, n in counts.items():
+            target[str(code)] = target.get(str(code), 0) + int(n)
+    return out
 
 
 def missing_landmarks(arrays: Arrays) -> int:
     """Images without usable landmarks (invalid for the AU loss and the cosine metrics)."""
-    return int((~np.isfinite(arrays.landmarks).all(axis=(1, 2))).sum())
+    return without_landmarks(arrays.landmarks)
 
 
 def preflight(name: str, config) -> None:

@@ -1,7 +1,8 @@
 """Any ``<root>/<class>/<image>`` tree (e.g. ``../shared/data/jaffe``), or ``<root>/{train,test}/<class>/``.
 
 - Class folders may use common aliases (happy, angry, sad, surprised, ...; see ``ALIASES``);
-  ``contempt`` is kept only with ``data.contempt=true``.
+  ``contempt`` is kept only with ``data.contempt=true``, else its images are dropped and counted
+  (in ``train`` for a tree without ``test/``: they were never candidates for the test split).
 - ``<root>/landmarks.json`` ({relative path: 68x2 or null}) gives the dataset's own landmarks;
   otherwise ``bench landmarks folder --data-root ROOT`` writes a detector cache.
 - ``<root>/labels.csv`` with ``path`` and ``subject`` columns makes every split subject-disjoint.
@@ -43,7 +44,7 @@ def class_index(name: str) -> int | None:
     return ALIAS_TO_INDEX.get(name.strip().lower().replace("-", "").replace("_", ""))
 
 
-def _scan(base: Path, root: Path, contempt: bool) -> list[Item]:
+def _scan(base: Path, root: Path, contempt: bool, dropped: dict[str, int]) -> list[Item]:
     items = []
     for folder in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
         index = class_index(folder.name)
@@ -51,6 +52,8 @@ def _scan(base: Path, root: Path, contempt: bool) -> list[Item]:
             known = ", ".join(sorted(ALIAS_TO_INDEX))
             raise UserError(f"folder: {folder} is not a class name; rename it to one of: {known}")
         if index == 7 and not contempt:
+            n = sum(1 for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            dropped[folder.name] = dropped.get(folder.name, 0) + n
             continue
         for path in sorted(folder.rglob("*")):
             if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
@@ -76,10 +79,12 @@ def catalog(config) -> Catalog:
     root = data_root(config, "folder", LAYOUT)
     contempt = bool(getattr(config, "contempt", False))
     names = CLASS_NAMES + (("Contempt",) if contempt else ())
+    dropped: dict[str, dict[str, int]] = {}
     if (root / "train").is_dir() and (root / "test").is_dir():
-        splits = {s: _scan(root / s, root, contempt) for s in ("train", "val", "test") if (root / s).is_dir()}
+        splits = {s: _scan(root / s, root, contempt, dropped.setdefault(s, {}))
+                  for s in ("train", "val", "test") if (root / s).is_dir()}
     else:
-        items = _scan(root, root, contempt)
+        items = _scan(root, root, contempt, dropped.setdefault("train", {}))
         if not items:
             raise UserError(f"folder: no images under {root}; expected {LAYOUT}")
         splits = {"all": items}
@@ -101,7 +106,8 @@ def catalog(config) -> Catalog:
         subj = np.array([it.subject for it in items]) if all(it.subject for it in items) else None
         keep, held = carve(labels, float(getattr(config, "test_fraction", 0.2)), TEST_SPLIT_SEED, subj, salt=1)
         splits = {"train": [items[i] for i in keep], "test": [items[i] for i in held]}
-    return Catalog(splits=splits, class_names=names, root=root, own_landmarks=own is not None)
+    return Catalog(splits=splits, class_names=names, root=root, own_landmarks=own is not None, dropped=dropped,
+                   options={"contempt": contempt})
 
 
 @register_dataset("folder")

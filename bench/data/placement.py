@@ -1,14 +1,16 @@
-"""Where a decoded split lives during training, and how batches reach the device without a sync.
+"""How much of the device a trial's splits may take, and small transfer helpers.
 
-On CUDA a split that fits ``DEVICE_DATA_BUDGET`` is copied to the GPU once (uint8) and batches are
-gathered there; a larger split stays in pinned host memory and each batch is gathered, pinned and
-copied asynchronously. On the CPU the arrays are used as they are (no copy).
+A trial owns a share of its GPU (``--gpus-per-trial``: Ray packs several trials on one card and
+does not isolate their memory), and a split is copied whole to the GPU only when it fits
+``data.device_budget`` of that share (``feed.py``); otherwise it streams from the shared cache.
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 
-DEVICE_DATA_BUDGET = 2 * 2**30      # bytes of images kept on the GPU per split
+from bench.data.feed import SplitFeed, feed
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -18,17 +20,34 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return tensor.pin_memory().to(device, non_blocking=True)
 
 
-def place(arrays, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(images uint8 (N,H,W,3), labels (N,), landmarks (N,68,2)) on the device or pinned host."""
-    tensors = (torch.from_numpy(arrays.images), torch.from_numpy(arrays.labels),
-               torch.from_numpy(arrays.landmarks))
+def trial_gpu_fraction() -> float:
+    """This trial's share of its GPU: what Ray assigned to the running trial (``--gpus-per-trial``),
+    or the whole card outside Ray. Ray is never imported here; only a running worker has it loaded."""
+    ray = sys.modules.get("ray")
+    try:
+        if ray is None or not ray.is_initialized():
+            return 1.0
+        share = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
+    except Exception:                       # not inside a task or actor: the whole card
+        return 1.0
+    return share if 0.0 < share < 1.0 else 1.0
+
+
+def device_budget_bytes(device: torch.device, share: float, gpu_fraction: float = 1.0) -> int:
+    """Bytes of ``device`` a trial's splits may hold: the card's memory x the trial's fraction of
+    the card x ``data.device_budget`` (``share``). Zero on the CPU (nothing to place)."""
+    device = torch.device(device)
     if device.type != "cuda":
-        return tensors
-    if tensors[0].nbytes <= DEVICE_DATA_BUDGET:
-        return tuple(t.to(device) for t in tensors)
-    return tuple(t.pin_memory() for t in tensors)
+        return 0
+    total = torch.cuda.get_device_properties(device).total_memory
+    return int(total * float(gpu_fraction) * float(share))
 
 
-def gather(tensor: torch.Tensor, index: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``tensor[index]`` on ``device``; ``index`` lives where ``tensor`` lives."""
-    return to_device(tensor[index], device)
+def place(arrays, device: torch.device, device_budget: int = 0) -> tuple[SplitFeed, torch.Tensor, torch.Tensor]:
+    """(feed, labels, landmarks): what ``evaluate``/``accuracy`` take as (images, labels, landmarks).
+
+    The feed streams the split's images (or holds them on the device within ``device_budget``);
+    labels and landmarks are the whole split on the host.
+    """
+    split = feed(arrays, device, device_budget)
+    return split, split.labels, split.landmarks

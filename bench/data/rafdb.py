@@ -92,7 +92,7 @@ def catalog(config) -> Catalog:
             except (OSError, ValueError):
                 box = (np.nan,) * 4      # decoding then fails and the image is counted as skipped
         splits[split].append(Item(id=str(path.relative_to(basic)), path=path, label=label, box=box))
-    return Catalog(splits=splits, root=basic)
+    return Catalog(splits=splits, root=basic, options={"rafdb_images": variant})
 
 
 @register_dataset("rafdb")

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from au.codebook import CLASS_NAMES, get_codebook
 from au.landmarks import MIRROR
+from bench.data.arrays import Arrays  # noqa: F401  (re-exported: the split container lives in arrays.py)
 
 SUPERSAMPLE = 3
 
@@ -124,21 +125,15 @@ class SyntheticOptions:
     codebook: str = "paper"    # which AUs each expression moves
 
 
-@dataclass
-class Arrays:
-    """A decoded split: images (N, H, W, 3) uint8, labels (N,) int64, landmarks (N, 68, 2) float32."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    landmarks: np.ndarray
-    subjects: np.ndarray | None = None
-
-
 _SPLIT_SALT = {"train": 11, "val": 23, "test": 37}
 
 
-def generate(split: str, size: int, seed: int, options: SyntheticOptions) -> Arrays:
-    """Generate ``size`` faces of ``split`` (balanced over the 7 classes, shuffled)."""
+def generate(split: str, size: int, seed: int, options: SyntheticOptions, out: np.ndarray | None = None) -> Arrays:
+    """Generate ``size`` faces of ``split`` (balanced over the 7 classes, shuffled).
+
+    With ``out`` (a (size, S, S, 3) uint8 array, e.g. a memory-mapped cache file), faces are drawn
+    into it one by one, so generating never holds the split in memory; the faces are the same.
+    """
     rng = np.random.default_rng([seed, _SPLIT_SALT[split], size, options.image_size])
     n_classes = len(CLASS_NAMES)
     labels = np.arange(size) % n_classes
@@ -175,9 +170,9 @@ def generate(split: str, size: int, seed: int, options: SyntheticOptions) -> Arr
     landmarks = np.stack([cos * x - sin * y + centre[:, :1], sin * x + cos * y + centre[:, 1:]], -1)
 
     shortcut = (rng.random(size) < options.shortcut) if split == "train" else np.zeros(size, bool)
-    images = np.stack([
-        _draw(landmarks[i], labels[i], shortcut[i], S, half_width[i], angle[i], rng) for i in range(size)
-    ])
+    images = np.empty((size, S, S, 3), dtype=np.uint8) if out is None else out
+    for i in range(size):
+        images[i] = _draw(landmarks[i], labels[i], shortcut[i], S, half_width[i], angle[i], rng)
     return Arrays(images=images, labels=labels.astype(np.int64), landmarks=landmarks.astype(np.float32))
 
 

@@ -1,66 +1,88 @@
-"""The ``synthetic`` dataset: procedural faces (bench/data/synthetic.py), generated per seed.
+"""The ``synthetic`` dataset: procedural faces (bench/data/synthetic.py), generated once per key.
 
-Generation is the "decode" of this dataset, so it happens once: the arrays are kept in the
-process (several trials in one process) and in the dataset cache on disk (``$BENCH_CACHE``), keyed
-by the options and by the generator's own source, so trials in other processes (Ray workers,
-reruns) load them instead of drawing every face again.
+Generation is the "decode" of this dataset: each split is drawn once, straight into a cache entry
+(``<cache>/synthetic/<split>-<key>/images.npy``, see ``entries.py``) keyed by the generator's own
+source, the options, the split size and the seed. Trials, in this process or others, map that
+file read-only, so faces at paper-like sizes cost page cache (shared per node), not trial memory.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import io
-from functools import lru_cache
+import json
 from pathlib import Path
 
 import numpy as np
 
 from au.codebook import CLASS_NAMES
+from bench.data import entries
 from bench.data import synthetic as generator
+from bench.data.arrays import Arrays, RowView
 from bench.data.cache import cache_root
-from bench.data.registry import Splits, register_dataset
-from bench.data.synthetic import Arrays, SyntheticOptions, generate
-from bench.store import atomic_write
+from bench.data.npy import NpyWriter
+from bench.data.registry import SPLITS, Splits, make_stats, register_dataset
+from bench.data.sanitise import digest, sanitise, without_landmarks
+from bench.data.synthetic import SyntheticOptions, generate
 
-SPLITS = ("train", "val", "test")
 _SOURCE_DIGEST = hashlib.sha256(Path(generator.__file__).read_bytes()).hexdigest()[:12]
+LANDMARK_SOURCE = "generator"
 
 
-def _cache_path(image_size: int, sizes: tuple[int, int, int], shortcut: float, seed: int) -> Path:
-    key = f"{_SOURCE_DIGEST}-{image_size}-{'-'.join(map(str, sizes))}-{shortcut:g}-{seed}"
-    return cache_root() / "synthetic" / f"{key}.npz"
+def entry_key(split: str, size: int, seed: int, options: SyntheticOptions) -> str:
+    """Everything the faces of one split depend on."""
+    blob = json.dumps({"source": _SOURCE_DIGEST, "split": split, "size": size, "seed": seed,
+                       "options": dataclasses.asdict(options)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def _load(path: Path) -> dict[str, Arrays] | None:
-    try:
-        with np.load(path) as z:
-            return {s: Arrays(z[f"{s}.images"], z[f"{s}.labels"], z[f"{s}.landmarks"]) for s in SPLITS}
-    except (OSError, ValueError, KeyError):          # absent or unreadable: generate again
-        return None
+def _build(split: str, size: int, seed: int, options: SyntheticOptions, key: str):
+    def build(tmp: Path) -> dict:
+        S = options.image_size
+        with NpyWriter(tmp / "images.npy", (size, S, S, 3)) as out:
+            faces = generate(split, size, seed, options, out=out)
+        np.savez(tmp / "arrays.npz", labels=faces.labels, landmarks=faces.landmarks)
+        return {"dataset": "synthetic", "split": split, "key": key, "image_size": S, "images": size, "kept": size,
+                "seed": seed, "options": dataclasses.asdict(options), "source": _SOURCE_DIGEST}
+    return build
 
 
-def _save(path: Path, arrays: dict[str, Arrays]) -> None:
-    payload = {f"{s}.{field}": getattr(arrays[s], field) for s in SPLITS for field in ("images", "labels", "landmarks")}
-    buffer = io.BytesIO()
-    np.savez(buffer, **payload)
-    try:
-        atomic_write(path, lambda fh: fh.write(buffer.getvalue()))
-    except OSError:                                  # a read-only cache only costs speed
-        pass
+def load_split(split: str, size: int, seed: int, options: SyntheticOptions) -> Arrays:
+    """The split's faces from its cache entry (generated there first when absent), images memory-mapped."""
+    key = entry_key(split, size, seed, options)
+    entry = cache_root() / "synthetic" / f"{split}-{key}"
+    for attempt in range(2):
+        entries.ensure(entry, _build(split, size, seed, options, key))
+        try:
+            with np.load(entry / "arrays.npz") as z:
+                labels, landmarks = z["labels"], z["landmarks"]
+            images = np.load(entry / "images.npy", mmap_mode="r")
+            break
+        except (OSError, ValueError, KeyError):     # pruned or damaged between the check and the open
+            if attempt:
+                raise
+            entries._discard(entry)
+    entries.touch(entry)
+    return Arrays(images=RowView(images, np.arange(len(images))), labels=labels, landmarks=landmarks)
 
 
-@lru_cache(maxsize=4)
 def _splits(image_size: int, sizes: tuple[int, int, int], shortcut: float, seed: int) -> Splits:
-    path = _cache_path(image_size, sizes, shortcut, seed)
-    arrays = _load(path)
-    if arrays is None:
-        options = SyntheticOptions(image_size=image_size, shortcut=shortcut)
-        arrays = {name: generate(name, n, seed, options) for name, n in zip(SPLITS, sizes)}
-        _save(path, arrays)
-    digest = hashlib.sha256()
-    for name in SPLITS:
-        digest.update(arrays[name].images.tobytes())
-        digest.update(arrays[name].labels.tobytes())
-    return Splits(**arrays, class_names=CLASS_NAMES, fingerprint=digest.hexdigest()[:16])
+    options = SyntheticOptions(image_size=image_size, shortcut=shortcut)
+    arrays = {}
+    for name, n in zip(SPLITS, sizes):
+        split = load_split(name, n, seed, options)
+        split.landmarks, _ = sanitise(split.landmarks, image_size)
+        arrays[name] = split
+    landmark_digest = digest(*(arrays[s].landmarks for s in SPLITS))
+    fingerprint = hashlib.sha256(json.dumps({
+        "dataset": "synthetic", "source": _SOURCE_DIGEST, "options": dataclasses.asdict(options),
+        "sizes": sizes, "seed": seed, "landmarks": [LANDMARK_SOURCE, landmark_digest],
+        "labels": digest(*(arrays[s].labels for s in SPLITS)),
+    }, sort_keys=True).encode()).hexdigest()[:16]
+    zero = {s: 0 for s in SPLITS}
+    stats = make_stats("synthetic", None, LANDMARK_SOURCE, landmark_digest, arrays,
+                       {s: without_landmarks(arrays[s].landmarks) for s in SPLITS}, {}, zero,
+                       {s: [] for s in SPLITS})
+    return Splits(**arrays, class_names=CLASS_NAMES, fingerprint=fingerprint, skipped=dict(zero), stats=stats)
 
 
 @register_dataset("synthetic")

@@ -1,0 +1,1 @@
+"""Two au-cam-bench method plugins: Hide-and-Seek (trainable) and Score-CAM (post-hoc)."""
