@@ -255,6 +255,21 @@ def write_jpegs(root: Path, count: int, size: int) -> None:
         Image.fromarray(noisy.astype(np.uint8)).save(folder / f"{i:06d}.jpg", quality=90)
 
 
+def pss_at_scale(env: dict, count: int, common: dict) -> None:
+    """Measurement 2 alone: one trial, then two at once, on one cache of ``count`` faces."""
+    gen = run_child("generate", env, train=count, size=common["size"])
+    alone_pss, alone_cache, alone = trial_with_pss(env, 1, train=count, **common)
+    pair_pss, pair_cache, pair = trial_with_pss(env, 2, train=count, **common)
+    print()
+    print(f"| {count} training faces at {common['size']} px (cache generated in {gen['seconds']:.0f} s) | one trial "
+          f"| two at once | ratio | target |")
+    print("|---|---:|---:|---:|---|")
+    print(f"| peak PSS | {mib(alone_pss)} | {mib(pair_pss)} | {pair_pss / alone_pss:.3f} | <= 1.3 |")
+    print(f"| PSS of the cache files' mappings | {mib(alone_cache)} | {mib(pair_cache)} "
+          f"| {pair_cache / alone_cache:.3f} | |")
+    print(f"| trial seconds | {alone[0]['seconds']:.0f} | {pair[0]['seconds']:.0f}, {pair[1]['seconds']:.0f} | | |")
+
+
 def mib(kib: int) -> str:
     return f"{kib / 1024:.0f} MiB"
 
@@ -271,6 +286,9 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=0)
     parser.add_argument("--root", default="")
     parser.add_argument("--workdir", default="", help="cache and JPEG folder (default: a temporary folder)")
+    parser.add_argument("--pss-only", action="store_true",
+                        help="only measurement 2, on the 8N cache: the PSS ratio approaches 1 as the cache grows "
+                             "past the trials' own memory (--n 5000 at 128 px: a 2 GB cache)")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(CHILDREN[args.child](args)))
@@ -281,6 +299,9 @@ def main() -> None:
     small, large = args.n, 8 * args.n
     common = {"size": args.size, "epochs": args.epochs, "threads": args.threads}
     print(f"work folder {work}; synthetic faces at {args.size} px; N = {small}, 8N = {large}", flush=True)
+    if args.pss_only:
+        pss_at_scale(env, large, common)
+        return
     gen = {n: run_child("generate", env, train=n, size=args.size) for n in (small, large)}
     alone = {n: trial_with_pss(env, 1, train=n, **common) for n in (small, large)}
     pair_pss, pair_cache, pair = trial_with_pss(env, 2, train=large, **common)
