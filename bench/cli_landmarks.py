@@ -34,7 +34,7 @@ def landmarks(
 ) -> None:
     """Detect 68 iBUG landmarks for every image of DATASET and write its landmark cache."""
     from bench.config import parse_override, resolve
-    from bench.data.cache import CATALOGS, landmark_cache
+    from bench.data.cache import CATALOGS
 
     overrides = [parse_override(s) for s in set_]
     if data_root:
