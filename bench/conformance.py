@@ -130,12 +130,18 @@ def check_finite_cam(method: MethodRef) -> None:
            _shape(output.logits))
 
 
-def check_cam_grid(method: MethodRef) -> None:
+def clean_then_explained(method: MethodRef):
+    """A toy in eval mode, its clean no-grad forward, then what ``explain`` returns on the same batch."""
     t = toy(method)
     t.model.eval()
     with torch.no_grad():
         clean = t.forward()
-    _, cam = t.method.explain(t.model, t.x, t.labels)
+    output, cam = t.method.explain(t.model, t.x, t.labels)
+    return t, clean, output, cam
+
+
+def check_cam_grid(method: MethodRef) -> None:
+    t, clean, _, cam = clean_then_explained(method)
     size = expected_cam_size(t.method, t.x, clean)
     declared = t.method.cam_size
     what = ("the input's (H, W)" if declared == "input" else "the declared cam_size" if isinstance(declared, tuple)
@@ -171,11 +177,7 @@ def check_labels_unused(method: MethodRef) -> None:
 
 
 def check_explain_output_is_clean(method: MethodRef) -> None:
-    t = toy(method)
-    t.model.eval()
-    with torch.no_grad():
-        clean = t.forward()
-    output, _ = t.method.explain(t.model, t.x, t.labels)
+    t, clean, output, _ = clean_then_explained(method)
     hint = ("the metrics read explain's Output: it must be the forward of the unmodified batch, not an extractor's "
             "last forward (subclass methods.PostHocCAM, which keeps the clean one)")
     expect(output.logits.shape == clean.logits.shape,

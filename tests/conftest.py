@@ -1,7 +1,10 @@
 import atexit
+import importlib
 import os
+import sys
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,18 @@ if "BENCH_CACHE" not in os.environ:
 torch.set_num_threads(2)
 
 JAFFE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "jaffe"
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+
+
+@contextmanager
+def plugins_from_tests(module: str):
+    """Import a plugin module of tests/plugins/ (its classes register on import) for a test module's
+    fixture; tests/plugins leaves sys.path afterwards."""
+    sys.path.insert(0, str(PLUGINS))
+    try:
+        yield importlib.import_module(module)
+    finally:
+        sys.path.remove(str(PLUGINS))
 
 
 @pytest.fixture

@@ -1,15 +1,11 @@
 """Every registered method passes every conformance check: a new plugin needs no new test code.
 The fixture plugins in tests/plugins show that the checks catch what the harness would get wrong."""
-import importlib
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import plugins_from_tests
 
 from bench.conformance import CHECKS, ConformanceError, run_checks
 from methods import method_names
-
-PLUGINS = Path(__file__).resolve().parent / "plugins"
 
 
 @pytest.mark.parametrize("check", list(CHECKS), ids=list(CHECKS))
@@ -21,11 +17,8 @@ def test_conformance(method, check):
 # --- the suite catches the mistakes of issue 11 (problem 6), with messages that say expected vs came ---
 @pytest.fixture(scope="module")
 def faulty():
-    sys.path.insert(0, str(PLUGINS))
-    try:
-        yield importlib.import_module("faulty_plugins")
-    finally:
-        sys.path.remove(str(PLUGINS))
+    with plugins_from_tests("faulty_plugins") as module:
+        yield module
 
 
 def test_a_transposed_cam_is_caught(faulty):

@@ -1,10 +1,8 @@
 """The public post-hoc base with multi-forward extractors (issue 11, problem 1) and overrides."""
-import importlib
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import plugins_from_tests
 import pytorch_grad_cam
 import torch
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -12,16 +10,11 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from bench.conformance import check_explain_output_is_clean, toy
 from methods import get_method
 
-PLUGINS = Path(__file__).resolve().parent / "plugins"
-
 
 @pytest.fixture(scope="module")
 def fx():
-    sys.path.insert(0, str(PLUGINS))
-    try:
-        yield importlib.import_module("posthoc_plugins")
-    finally:
-        sys.path.remove(str(PLUGINS))
+    with plugins_from_tests("posthoc_plugins") as module:
+        yield module
 
 
 class LogitsOnly(torch.nn.Module):
