@@ -133,7 +133,7 @@ class APViTNet(nn.Module):
                       extras={"attention": a, "token_counts": counts, "kept_index": index})
 
     def no_weight_decay(self) -> set[str]:
-        """timm's hook (bench/optim.py): no weight decay on the position embeddings and the cls token,
+        """timm's hook (bench/train/optim.py): no weight decay on the position embeddings and the cls token,
         as AP's paramwise_cfg; norms and biases are 1-D and exempt by timm's rule too."""
         return {"pos_embed", "cls_token"}
 

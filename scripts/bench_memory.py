@@ -4,7 +4,7 @@ Every measurement runs in a fresh subprocess (``--child``), on synthetic faces a
 (default 128) generated once into a cache under ``--workdir``:
 
 1. peak private memory (``RssAnon`` from /proc/self/status, sampled every 5 ms by a thread in
-   the trial) of a real ``bench.train.run_trial`` (smoke profile at ``--size`` px, ``--epochs``)
+   the trial) of a real ``bench.train.trial.run_trial`` (smoke profile at ``--size`` px, ``--epochs``)
    on a training split of N and of 8N faces. File-backed pages of the shared cache are not
    counted: the page cache holds them once per node. Target: 8N / N <= 1.10;
 2. the combined proportional set size (``Pss`` from /proc/<pid>/smaps_rollup, sampled by this
@@ -107,7 +107,7 @@ def overrides(size: int, train: int, epochs: int) -> list[tuple[str, object]]:
 
 def child_generate(args) -> dict:
     with PeakSampler(lambda: status_kib("self", "RssAnon")) as anon:
-        from bench.config import resolve
+        from bench.config.settings import resolve
         from bench.data import load_dataset
 
         config = resolve("smoke", overrides(args.size, args.train, 1))
@@ -126,9 +126,9 @@ def child_trial(args) -> dict:
         import torch
 
         torch.set_num_threads(args.threads)
-        from bench.spec import TrialSpec
-        from bench.store import RunStore
-        from bench.train import run_trial
+        from bench.plan.spec import TrialSpec
+        from bench.store.records import RunStore
+        from bench.train.trial import run_trial
 
         after_imports = status_kib("self", "RssAnon")
         spec = TrialSpec("cam", ("cam",), "synthetic", True, 0, "smoke",
@@ -147,10 +147,10 @@ def child_throughput(args) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    from bench.config import resolve
+    from bench.config.settings import resolve
     from bench.data.arrays import Arrays
     from bench.data.feed import feed
-    from bench.train import build_session
+    from bench.train.trial import build_session
 
     config = resolve("smoke", overrides(args.size, args.train, 1))
     session = build_session("cam", "synthetic", 0, config, align=True)
@@ -186,7 +186,7 @@ def child_throughput(args) -> dict:
 
 def child_decode(args) -> dict:
     with PeakSampler(lambda: status_kib("self", "RssAnon")) as anon:
-        from bench.config import DataConfig
+        from bench.config.settings import DataConfig
         from bench.data import load_dataset
 
         start = time.perf_counter()

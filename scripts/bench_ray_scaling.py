@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from bench.config import resolve
-from bench.executors import LocalExecutor, RayExecutor, init_ray
-from bench.spec import expand_grid
+from bench.config.settings import resolve
+from bench.sweep.executors import LocalExecutor, RayExecutor, init_ray
+from bench.plan.spec import expand_grid
 
 
 def main() -> None:

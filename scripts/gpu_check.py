@@ -4,7 +4,7 @@
     scripts/gpu_check.sh --cpu-tiny    # the same logic on a CPU at tiny sizes (the test suite runs it)
 
 1. ``bench perf`` at the paper profile's model, image size and batch (CAM, AMP on, random init):
-   harness img/s ÷ bare-PyTorch img/s, target >= 0.95 (``bench.perf.measure``, what ``bench perf``
+   harness img/s ÷ bare-PyTorch img/s, target >= 0.95 (``bench.sweep.perf.measure``, what ``bench perf``
    prints).
 2. ``bench run --methods all --datasets synthetic --profile paper-dry --gpus-per-trial 0.25``: every
    method w/o and w/ AU at paper size on synthetic faces, one short epoch, four trials per GPU;
@@ -80,8 +80,8 @@ def measure_perf(mode: Mode) -> dict:
     """Harness vs bare PyTorch on the same model and batch (``bench perf``'s measurement)."""
     import torch
 
-    from bench.config import parse_override, resolve
-    from bench.perf import measure
+    from bench.config.settings import parse_override, resolve
+    from bench.sweep.perf import measure
 
     config = resolve(mode.perf_profile, [parse_override(item) for item in mode.perf_overrides])
     if torch.cuda.is_available():
@@ -111,7 +111,7 @@ def cpus_per_trial(mode: Mode) -> float:
 def run_grid(mode: Mode, results_dir: Path, run_name: str, methods: str) -> tuple[int | None, float, str]:
     """``bench run`` in a subprocess (the real command line); returns (exit code or None when it ran
     past the mode's time limit, seconds, stderr tail)."""
-    command = [sys.executable, "-c", "from bench.cli import main; main()", "run", "--methods", methods,
+    command = [sys.executable, "-c", "from bench.cli.main import main; main()", "run", "--methods", methods,
                "--datasets", "synthetic", "--profile", mode.grid_profile, "--au", mode.au,
                "--executor", "ray", "--gpus-per-trial", f"{mode.gpus_per_trial:g}",
                "--cpus-per-trial", f"{cpus_per_trial(mode):g}", "--results-dir", str(results_dir),
@@ -198,7 +198,7 @@ def verdict(perf: dict, rows: list[dict], expected_trials: int, judge_ratio: boo
 
 def planned_trials(methods: str, au: str) -> int:
     from methods import method_names
-    from bench.spec import group_methods
+    from bench.plan.spec import group_methods
 
     names = method_names() if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
     return len(group_methods(names, True)) * (2 if au == "both" else 1)

@@ -48,7 +48,7 @@ def cli(capsys, monkeypatch):
     """
     import sys
 
-    from bench.cli import main
+    from bench.cli.main import main
 
     def run(*args):
         monkeypatch.setattr(sys, "argv", ["bench", *map(str, args)])

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-BENCH = [sys.executable, "-c", "from bench.cli import main; main()"]
+BENCH = [sys.executable, "-c", "from bench.cli.main import main; main()"]
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    from bench.executors import RAY_ENV
+    from bench.sweep.executors import RAY_ENV
 
     saved = {key: os.environ.get(key) for key in RAY_ENV}
     os.environ.update(RAY_ENV)          # the raylets (and the workers they start) get the driver's settings

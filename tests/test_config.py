@@ -1,6 +1,6 @@
 import pytest
 
-from bench.config import parse_override, resolve
+from bench.config.settings import parse_override, resolve
 from bench.errors import UserError
 
 

@@ -4,7 +4,7 @@ The fixture plugins in tests/plugins show that the checks catch what the harness
 import pytest
 from conftest import plugins_from_tests
 
-from bench.conformance import CHECKS, ConformanceError, run_checks
+from bench.metrics.conformance import CHECKS, ConformanceError, run_checks
 from methods import method_names
 
 

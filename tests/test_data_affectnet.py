@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.config import DataConfig
+from bench.config.settings import DataConfig
 from bench.data import load_dataset
 from bench.data.affectnet import AFFECTNET_TO_CANONICAL, catalog
 from bench.data.synthetic import SyntheticOptions, generate

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.config import DataConfig
+from bench.config.settings import DataConfig
 from bench.data import load_dataset
 from bench.data.cache import Item, decode_image, decode_split, map_landmarks
 from bench.data.splits import carve

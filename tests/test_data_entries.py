@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from bench.cli_cache import parse_duration, parse_size
+from bench.cli.cache import parse_duration, parse_size
 from bench.data import entries
 from bench.data.cache import Item, decode_split
 from bench.data.entries import Entry, ensure, entry_lock, list_entries, remove, select_for_pruning, stale_temporaries
@@ -100,7 +100,7 @@ def test_leftovers_of_interrupted_builds_are_found_unless_a_build_runs(tmp_path)
 
 
 def test_cli_list_and_prune(tmp_path):
-    from bench.cli import app
+    from bench.cli.main import app
 
     items = make_items(tmp_path / "data", 3)
     folder = tmp_path / "cache" / "folder-0123456789"

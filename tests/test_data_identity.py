@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.config import DataConfig
+from bench.config.settings import DataConfig
 from bench.data import load_dataset
 from bench.data.cache import landmark_cache
 from bench.data.sanitise import invalid_rows, sanitise

@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from au.landmark_cache import LandmarkCache
-from bench.config import DataConfig
+from bench.config.settings import DataConfig
 from bench.data import load_dataset
 from bench.data.cache import landmark_cache, preflight
 from bench.data.rafdb import RAF_TO_CANONICAL, catalog, enlarge

@@ -9,8 +9,8 @@ clears it, so a method that learns costs only a few epochs.
 import pytest
 import torch
 
-from bench.config import resolve
-from bench.train import build_session, fit
+from bench.config.settings import resolve
+from bench.train.trial import build_session, fit
 from methods import all_methods
 
 CHANCE = 100 / 7

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.evaluate import ClassAverager, attention_for_metric, macro_average, normalise_cam
+from bench.metrics.base import ClassAverager, attention_for_metric, macro_average, normalise_cam
 
 
 def test_hand_built_macro_average_skips_neutral_and_empty_classes():

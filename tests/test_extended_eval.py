@@ -5,8 +5,8 @@ import torch
 
 from au import get_codebook, render_au_maps
 from backbones import build_backbone
-from bench.extended_eval import METRIC_DIRECTIONS, ExtendedResult, extended_metrics
-from bench.localisation import au_region
+from bench.metrics.extended import METRIC_DIRECTIONS, ExtendedResult, extended_metrics
+from bench.metrics.localisation import au_region
 from methods import get_method
 from methods.cam import CAM
 
@@ -16,7 +16,7 @@ SIZE, STEPS = 32, 4
 @pytest.fixture(scope="module")
 def sample():
     """8 synthetic test faces at 32 px with landmarks, Neutral included."""
-    from bench.config import resolve
+    from bench.config.settings import resolve
     from bench.data import load_dataset
 
     data = load_dataset("synthetic", resolve("smoke").data, 0)

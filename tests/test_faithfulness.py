@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench.faithfulness import (ROAD_FRACTIONS, blur_baseline, curve_auc, deletion_insertion, impute_linear,
+from bench.metrics.faithfulness import (ROAD_FRACTIONS, blur_baseline, curve_auc, deletion_insertion, impute_linear,
                                 neighbour_sum, pixel_ranks, road, target_confidence)
 from methods import Output
 

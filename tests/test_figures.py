@@ -9,11 +9,11 @@ from PIL import Image
 
 from au import get_codebook
 from bench.errors import UserError
-from bench.evaluate import evaluate, minmax
-from bench.figures import CURVES_SIZE, DPI, _mean_curves, collect, grid_size, pooled_class_means, write_figures
-from bench.run_configs import select_settings
-from bench.spec import TrialSpec
-from bench.store import RunStore
+from bench.metrics.base import evaluate, minmax
+from bench.reporting.figures import CURVES_SIZE, DPI, _mean_curves, collect, grid_size, pooled_class_means, write_figures
+from bench.store.settings import select_settings
+from bench.plan.spec import TrialSpec
+from bench.store.records import RunStore
 from methods import Output
 
 CLASSES = ("Neutral", "Happiness", "Surprise", "Fear", "Anger", "Disgust", "Sadness")

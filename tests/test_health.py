@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from bench.health import LossMonitor, NonFiniteLossError
+from bench.train.health import LossMonitor, NonFiniteLossError
 
 
 def test_finite_losses_give_the_epoch_mean():

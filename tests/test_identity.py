@@ -3,9 +3,9 @@ import dataclasses
 
 import pytest
 
-from bench.config import resolve
-from bench.identity import IdentityMismatchError, digest, trial_identity
-from bench.preflight import plan_sweep
+from bench.config.settings import resolve
+from bench.plan.identity import IdentityMismatchError, digest, trial_identity
+from bench.sweep.preflight import plan_sweep
 from methods import get_method
 
 
@@ -52,8 +52,8 @@ def test_the_data_fingerprint_and_plugin_version_are_part_of_it():
 
 
 def test_a_trial_whose_inputs_changed_refuses_to_run(tmp_path):
-    from bench.store import RunStore
-    from bench.train import run_trial
+    from bench.store.records import RunStore
+    from bench.train.trial import run_trial
 
     spec = plan_sweep(["cam"], ["synthetic"], [False], [0], "smoke", (), True).specs[0]
     stale = dataclasses.replace(spec, identity="0" * 16)

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 import au.detectors as detectors
 from au.detectors import Detection, DetectorUnavailable
 from au.landmark_cache import LandmarkCache, read_landmarks_json
-from bench import cli_landmarks
-from bench.config import DataConfig
+from bench.cli import landmarks as cli_landmarks
+from bench.config.settings import DataConfig
 from bench.data.cache import CATALOGS, landmark_cache
 from bench.data.synthetic import TEMPLATE
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from au import get_codebook, render_au_maps
-from bench.localisation import au_region, pointing_game, relevance_mass, relevance_rank
+from bench.metrics.localisation import au_region, pointing_game, relevance_mass, relevance_rank
 
 HAPPINESS = 1
 

@@ -10,7 +10,7 @@ import re
 import pytest
 from rich.console import Console
 
-from bench.config import PROFILE_DIR, resolve
+from bench.config.settings import PROFILE_DIR, resolve
 from methods import get_method, method_names
 
 DATASETS = ("synthetic", "rafdb", "affectnet")
@@ -59,9 +59,9 @@ def test_paper_dry_is_the_paper_profile_but_for_its_dry_keys():
 def test_every_method_trains_and_evaluates_at_paper_size(tmp_path):
     """`bench run --methods all --profile paper-dry` at batch 2, in-process (the CLI adds only the
     preflight's dry run of the same step): two steps per trained model, three test faces each."""
-    from bench.executors import LocalExecutor
-    from bench.spec import expand_grid
-    from bench.store import RunStore
+    from bench.sweep.executors import LocalExecutor
+    from bench.plan.spec import expand_grid
+    from bench.store.records import RunStore
 
     overrides = (("data.train_size", 4), ("data.val_size", 1), ("data.test_size", 3),
                  ("train.batch_size", 2), ("train.eval_batch_size", 4))

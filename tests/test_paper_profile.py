@@ -5,8 +5,8 @@ import re
 import pytest
 import torch
 
-from bench.config import PROFILE_DIR, resolve
-from bench.train import build_model, feature_sizes, make_method
+from bench.config.settings import PROFILE_DIR, resolve
+from bench.train.trial import build_model, feature_sizes, make_method
 from methods import method_names
 
 PAPER = PROFILE_DIR / "paper.toml"

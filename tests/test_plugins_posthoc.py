@@ -7,7 +7,7 @@ import pytorch_grad_cam
 import torch
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from bench.conformance import check_explain_output_is_clean, toy
+from bench.metrics.conformance import check_explain_output_is_clean, toy
 from methods import get_method
 
 

@@ -108,8 +108,8 @@ def test_corrupt_result_file_is_ignored_with_a_warning_and_its_trial_rerun(tmp_p
 def test_two_processes_writing_at_once_lose_nothing(tmp_path):
     code = (
         "import sys\n"
-        "from bench.spec import TrialSpec\n"
-        "from bench.store import RunStore\n"
+        "from bench.plan.spec import TrialSpec\n"
+        "from bench.store.records import RunStore\n"
         "store = RunStore(sys.argv[1])\n"
         "for i in range(int(sys.argv[2]), int(sys.argv[2]) + 40):\n"
         "    spec = TrialSpec('cam', ('cam',), 'synthetic', True, i, 'smoke')\n"
@@ -117,7 +117,7 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path):
     )
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), str(start)], env=ENV) for start in (0, 40)]
     assert all(p.wait(timeout=120) == 0 for p in procs)
-    from bench.store import RunStore
+    from bench.store.records import RunStore
 
     frame = RunStore(tmp_path).frame()
     assert sorted(frame["seed"].to_list()) == list(range(80))

@@ -3,9 +3,9 @@ import sys
 
 import pytest
 
-from bench.cli import main
-from bench.spec import TrialSpec
-from bench.store import RunStore
+from bench.cli.main import main
+from bench.plan.spec import TrialSpec
+from bench.store.records import RunStore
 
 from test_figures import _fake_trial
 
@@ -227,7 +227,7 @@ def test_table_extended_metrics_from_the_cli(monkeypatch, capsys, extended_run):
 
 
 def test_data_section_shows_coverage_per_au_mode_and_differing_data_as_variants():
-    from bench.report import data_section
+    from bench.reporting.report import data_section
 
     def rec(au, seed, **data):
         return {"spec": {"dataset": "rafdb", "au": au, "seed": seed}, "data": {**DATA, **data}}

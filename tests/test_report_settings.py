@@ -5,7 +5,7 @@ import os
 import pytest
 
 from bench.errors import UserError
-from bench.run_configs import describe, select_settings, setting_digest, settings_in_run
+from bench.store.settings import describe, select_settings, setting_digest, settings_in_run
 
 
 def write_record(run_dir, trial_id, *, setting="a" * 12, profile="demo", overrides=(), status="ok", mtime=1000.0,
@@ -80,7 +80,7 @@ def test_records_without_a_setting_group_by_profile_and_overrides(tmp_path):
 
 
 def test_fallback_digest_is_the_specs_setting():
-    from bench.spec import TrialSpec
+    from bench.plan.spec import TrialSpec
 
     spec = TrialSpec("cam", ("cam",), "synthetic", True, 0, "demo", (("train.epochs", 5),))
     assert setting_digest(spec.profile, spec.to_dict()["overrides"]) == spec.setting
@@ -91,9 +91,9 @@ def test_an_older_result_of_the_same_cell_is_superseded(tmp_path):
     the table shows the newest and says the older one is not shown."""
     import os
 
-    from bench.run_configs import select_settings
-    from bench.spec import TrialSpec
-    from bench.store import RunStore
+    from bench.store.settings import select_settings
+    from bench.plan.spec import TrialSpec
+    from bench.store.records import RunStore
 
     store = RunStore(tmp_path / "run")
     old = TrialSpec("cam", ("cam",), "synthetic", True, 0, "smoke", (), identity="old")

@@ -7,8 +7,8 @@ from torch import nn
 
 from backbones import build_backbone
 from bench.data.transforms import to_input
-from bench.extended_eval import similarity_maps, randomisation_similarity
-from bench.sanity import SANITY_THRESHOLD, average_ranks, cascade_steps, reinitialise, spearman, ssim
+from bench.metrics.extended import similarity_maps, randomisation_similarity
+from bench.metrics.sanity import SANITY_THRESHOLD, average_ranks, cascade_steps, reinitialise, spearman, ssim
 from methods import get_method
 from methods.cam import CAM
 

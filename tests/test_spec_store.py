@@ -3,8 +3,8 @@ import threading
 
 import pytest
 
-from bench.spec import TrialSpec, expand_grid, group_methods
-from bench.store import RunStore
+from bench.plan.spec import TrialSpec, expand_grid, group_methods
+from bench.store.records import RunStore
 
 
 def _spec(**kw):

@@ -16,8 +16,8 @@ import polars as pl
 import pytest
 
 from bench.errors import UserError
-from bench.stats import paired_test, summarize
-from bench.table import (Reference, build_table, filter_frame, load_reference, metrics_for, to_csv, to_latex,
+from bench.reporting.stats import paired_test, summarize
+from bench.reporting.table import (Reference, build_table, filter_frame, load_reference, metrics_for, to_csv, to_latex,
                          to_markdown)
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from bench.errors import UserError
-from bench.tracking import final_metrics, parse_kinds, tune_callbacks
+from bench.integrations.tracking import final_metrics, parse_kinds, tune_callbacks
 
 EPOCHS = [{"epoch": 1, "train_loss": 1.5, "val_cl": 30.0, "best_cl": 30.0},
           {"epoch": 2, "train_loss": 1.25, "val_cl": 40.0, "best_cl": 40.0}]
@@ -20,7 +20,7 @@ def tracked_run(tmp_path_factory):
     import ray
     from ray import tune
 
-    from bench.executors import RAY_ENV
+    from bench.sweep.executors import RAY_ENV
 
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
@@ -110,7 +110,7 @@ def test_kinds_accept_repeats_and_comma_lists():
 
 
 def test_mlflow_store_defaults_to_the_run_folder_and_honours_the_environment(tmp_path, monkeypatch):
-    from bench.tracking import mlflow_tracking_uri
+    from bench.integrations.tracking import mlflow_tracking_uri
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert mlflow_tracking_uri(tmp_path) == (tmp_path.resolve() / "mlruns").as_uri()

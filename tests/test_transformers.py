@@ -5,8 +5,8 @@ import torch
 from backbones import PretrainedWeightsError
 from backbones.ir50 import IR50
 from backbones.vit import ViTFeatures, cls_attention_map
-from bench.config import resolve
-from bench.train import build_model, make_method, make_optimizer
+from bench.config.settings import resolve
+from bench.train.trial import build_model, make_method, make_optimizer
 from methods import get_method
 from methods.apvit import APViTNet, attentive_patch_pooling
 from methods.tscam import couple
@@ -273,7 +273,7 @@ def test_cnn_optimizer_decays_every_parameter_as_the_reference():
 def test_no_weight_decay_names_are_collected_from_nested_modules():
     from torch import nn
 
-    from bench.optim import declared_no_weight_decay
+    from bench.train.optim import declared_no_weight_decay
 
     class Inner(nn.Module):
         def __init__(self):

@@ -167,7 +167,7 @@ def test_a_non_finite_loss_fails_the_trial_loudly_under_ray(tmp_path):
     results = tmp_path / "results"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "BENCH_CACHE": str(tmp_path / "cache"),
            "PYTHONPATH": str(tmp_path), "BENCH_PLUGINS": "divergesplugin"}
-    out = subprocess.run([sys.executable, "-c", "from bench.cli import main; main()", "run", "--methods", "diverges",
+    out = subprocess.run([sys.executable, "-c", "from bench.cli.main import main; main()", "run", "--methods", "diverges",
                           "--au", "off", "--results-dir", str(results), *SMOKE],
                          capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 1, out.stderr

@@ -6,10 +6,10 @@ import tomllib
 
 import pytest
 
-from bench.config import resolve
+from bench.config.settings import resolve
 from bench.errors import UserError
 from methods import get_method
-from bench.tune import (SEARCHED, TuneRequest, best_toml, config_overrides, layer_sets, mode_objective,
+from bench.integrations.tune import (SEARCHED, TuneRequest, best_toml, config_overrides, layer_sets, mode_objective,
                         model_layer_sets, objective_value)
 from test_cli import BENCH, ENV
 

@@ -33,9 +33,9 @@ def tune_command(
     address: Optional[str] = typer.Option(None, help="Join a Ray cluster (auto | ray://host:port)."),
 ) -> None:
     """Tune each AU mode on its own objective on the validation split (Ray Tune, random search + ASHA)."""
-    from bench.config import parse_override, resolve
+    from bench.config.settings import parse_override, resolve
     from bench.data import dataset_names
-    from bench.tune import MODE_NAMES, TuneRequest, objective_value, run_tune
+    from bench.integrations.tune import MODE_NAMES, TuneRequest, objective_value, run_tune
     from methods import get_method
 
     get_method(method)

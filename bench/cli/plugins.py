@@ -87,7 +87,7 @@ def check_plugin(
 ) -> None:
     """Check a plugin: registration, then the conformance suite (shapes, CAM grid, labels, clean Output,
     batching, gradients, alignment, determinism, hooks). Exit 1 if anything fails."""
-    from bench.conformance import run_checks
+    from bench.metrics.conformance import run_checks
 
     cls = resolve_plugin(target)
     problem = registration_problem(cls)

@@ -68,9 +68,9 @@ def collect(run_dirs: Sequence[Path], methods: Sequence[str] = (), datasets: Seq
             selection=None) -> list[TrialMaps]:
     """Every (finished trial, evaluated method) that has saved maps, filtered by method and dataset.
 
-    ``selection`` (``bench.run_configs.Selection``) keeps only the trials of the chosen settings.
+    ``selection`` (``bench.store.settings.Selection``) keeps only the trials of the chosen settings.
     """
-    from bench.store import RunStore
+    from bench.store.records import RunStore
 
     out, seen_methods, seen_datasets = [], set(), set()
     for run_dir in run_dirs:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from bench.spec import TrialSpec
+from bench.plan.spec import TrialSpec
 
 
 def process_umask() -> int:
@@ -75,7 +75,7 @@ class RunStore:
         return self.maps_dir / f"{spec_id}.npz"
 
     def write_maps(self, spec_id: str, arrays: dict[str, np.ndarray]) -> Path:
-        """Figure arrays of one trial (``bench.evaluate.FigureMaps``), written atomically like records."""
+        """Figure arrays of one trial (``bench.metrics.base.FigureMaps``), written atomically like records."""
         path = self.maps_path(spec_id)
         atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
         return path

@@ -66,11 +66,11 @@ def run(
     log: List[str] = typer.Option([], help="Ray: stream metrics to tensorboard | mlflow | wandb (repeatable or comma-separated)."),
     list_settings: bool = typer.Option(False, "--list-settings", help="List every --set key with its value in --profile, then exit."),
 ) -> None:
-    from bench.config import parse_override
-    from bench.tune import config_overrides
+    from bench.config.settings import parse_override
+    from bench.integrations.tune import config_overrides
 
     if list_settings:
-        from bench.settings_help import settings_table
+        from bench.config.help import settings_table
 
         sys.stdout.write(settings_table(profile))
         return
@@ -91,13 +91,13 @@ def run(
     overrides += _data_root_override(data_root, dataset_list, overrides)
     callbacks_for = None
     if log_kinds:
-        from bench.tracking import tune_callbacks
+        from bench.integrations.tracking import tune_callbacks
 
         callbacks_for = lambda run_dir: tune_callbacks(log_kinds, run_dir)   # noqa: E731 - checked below
         callbacks_for(results_dir.resolve() / "_check")                      # a missing extra: one line, now
-    from bench.executors import LocalExecutor, RayExecutor
-    from bench.preflight import plan_sweep
-    from bench.store import RunStore
+    from bench.sweep.executors import LocalExecutor, RayExecutor
+    from bench.sweep.preflight import plan_sweep
+    from bench.store.records import RunStore
 
     if executor == "ray":
         runner = RayExecutor(console, cpus_per_trial, gpus_per_trial, max_concurrent, address, max_failures)
@@ -179,7 +179,7 @@ def _data_root_override(data_root: Path | None, datasets: list[str], overrides: 
 def _warn_other_settings(run_dir: Path, setting: str) -> None:
     """A run folder filled by another command line (other profile or --set) gets a second setting:
     say so, since tables of that folder then need --config to pick one."""
-    from bench.run_configs import settings_in_run
+    from bench.store.settings import settings_in_run
 
     others = [s for s in settings_in_run(run_dir) if s.setting != setting] if (run_dir / "trials").is_dir() else []
     if others:
@@ -220,8 +220,8 @@ def perf(
     extended: int = typer.Option(0, "--extended", help="Also time the extended evaluation on N test faces (0: skip)."),
 ) -> None:
     """Speed ratios against a bare PyTorch loop, on the same model and batch."""
-    from bench.config import parse_override, resolve
-    from bench.perf import measure, render
+    from bench.config.settings import parse_override, resolve
+    from bench.sweep.perf import measure, render
 
     config = resolve(profile, [parse_override(s) for s in set_])
     stdout.print(render(measure(config, method, steps, extractor or None, extended_sample=extended)))
@@ -229,13 +229,13 @@ def perf(
 
 def _register_commands() -> None:
     """Commands that live in their own modules (one concern per file)."""
-    from bench import cli_cache, cli_landmarks, cli_plugins, cli_report, cli_tune
+    from bench.cli import cache, landmarks, plugins, report, tune
 
-    cli_cache.register(app)
-    cli_landmarks.register(app)
-    cli_report.register(app)
-    cli_plugins.register(app)
-    cli_tune.register(app)
+    cache.register(app)
+    landmarks.register(app)
+    report.register(app)
+    plugins.register(app)
+    tune.register(app)
 
 
 _register_commands()

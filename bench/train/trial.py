@@ -20,19 +20,19 @@ import torch
 
 from au import alignment_loss, get_codebook, render_au_maps
 from au.coverage import au_coverage
-from bench.config import Config, method_options, resolve
+from bench.config.settings import Config, method_options, resolve
 from bench.data import load_dataset
 from bench.data.cache import missing_landmarks
 from bench.data.feed import feed
 from bench.data.placement import device_budget_bytes, trial_gpu_fraction
 from bench.data.transforms import augment
-from bench.evaluate import accuracy, evaluate
-from bench.health import LossMonitor
-from bench.identity import check_identity, plugin_label, trial_identity
-from bench.optim import make_optimizer
+from bench.metrics.base import accuracy, evaluate
+from bench.train.health import LossMonitor
+from bench.plan.identity import check_identity, plugin_label, trial_identity
+from bench.train.optim import make_optimizer
 from bench.provenance import provenance
-from bench.spec import TrialSpec
-from bench.store import RunStore
+from bench.plan.spec import TrialSpec
+from bench.store.records import RunStore
 from methods import Batch, Method, get_method
 
 Reporter = Callable[[dict[str, Any]], None]
@@ -288,7 +288,7 @@ def extended_rows(model, methods: list[Method], ok: dict[str, dict], test, confi
                   maps: dict[str, np.ndarray], failures: dict[str, str]) -> None:
     """Faithfulness, sanity and AU-localisation metrics (``--eval extended``) for each evaluated method,
     on a seeded sample of the test split (a feed); merged into ``ok`` rows, curves into the figure arrays."""
-    from bench.extended_eval import extended_metrics
+    from bench.metrics.extended import extended_metrics
 
     sample = test.take(_select_sample(len(test), config.eval.sample_size, seed).tolist())
     for method in methods:
@@ -371,7 +371,7 @@ def run_trial(spec: TrialSpec, store: RunStore, reporter: Reporter | None = None
     if ckpt_path.exists():
         ckpt_path.unlink()
     if reporter is not None:          # the final row, for experiment trackers (Ray Tune's loggers)
-        from bench.tracking import final_metrics
+        from bench.integrations.tracking import final_metrics
 
         final = final_metrics([row for row in rows if row["status"] == "ok"])
         last = result.history[-1] if result.history else {}

@@ -78,8 +78,8 @@ def model_layer_sets(method: str, profile: str, overrides: list[tuple[str, Any]]
     import torch
 
     from au.codebook import CLASS_NAMES
-    from bench.config import resolve
-    from bench.train import build_model, feature_sizes, make_method
+    from bench.config.settings import resolve
+    from bench.train.trial import build_model, feature_sizes, make_method
 
     config = resolve(profile, [*overrides, ("model.pretrained", False)], dataset, method, True)
     trained = make_method(method, config)
@@ -107,10 +107,10 @@ def _trainable(config: dict) -> None:
     from ray import tune
 
     from au import get_codebook
-    from bench.config import resolve
+    from bench.config.settings import resolve
     from bench.data.placement import place
-    from bench.evaluate import evaluate
-    from bench.train import build_session, fit
+    from bench.metrics.base import evaluate
+    from bench.train.trial import build_session, fit
 
     torch.set_num_threads(config["threads"])
     au = config["au"]
@@ -144,7 +144,7 @@ def _tune_mode(request: TuneRequest, au: bool, out_dir: Path, layers: tuple[str,
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator
 
-    from bench.config import resolve
+    from bench.config.settings import resolve
 
     base = resolve(request.profile, list(request.overrides), request.dataset, request.method, au)
     objective = mode_objective(request, au)
@@ -214,8 +214,8 @@ def run_tune(request: TuneRequest, out_dir: Path, *, cpus_per_trial: float, gpus
     """Search each requested AU mode; write ``best.toml`` (per-AU-mode overrides) and ``trials.csv``."""
     import polars as pl
 
-    from bench.executors import check_gpus, init_ray
-    from bench.store import atomic_write_text
+    from bench.sweep.executors import check_gpus, init_ray
+    from bench.store.records import atomic_write_text
 
     layers = request.layers
     if True in request.modes and not layers:

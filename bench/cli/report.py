@@ -1,6 +1,6 @@
 """``bench table``, ``bench figures`` and ``bench report``: read one or several runs and render them.
 
-Kept apart from ``bench/cli.py`` (training) so reporting can grow without touching the runner.
+Kept apart from ``bench/cli/main.py`` (training) so reporting can grow without touching the runner.
 Heavy imports (matplotlib, scipy) happen inside the commands, so ``bench --help`` stays fast.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ def _split(values: List[str] | None) -> list[str]:
 
 def resolve_runs(results_dir: Path, runs: List[str] | None) -> list[Path]:
     """Run folders by name (default: the latest run); an unknown name is a user error."""
-    from bench.store import run_dirs
+    from bench.store.records import run_dirs
 
     names = _split(runs)
     if not names:
@@ -59,7 +59,7 @@ def say_choice(selection, header: str | None = None) -> None:
 
 def _trial_facts(record: dict) -> dict:
     """Per-trial columns the table needs beyond the rows' scalars."""
-    from bench.run_configs import setting_of
+    from bench.store.settings import setting_of
 
     classes = None
     for row in record.get("rows") or []:
@@ -76,8 +76,8 @@ def load_frame(run_dirs: list[Path], methods: list[str], datasets: list[str], se
     """Merged, filtered rows of the selected trials of the given runs."""
     import polars as pl
 
-    from bench.store import RunStore
-    from bench.table import filter_frame, merge_frames
+    from bench.store.records import RunStore
+    from bench.reporting.table import filter_frame, merge_frames
 
     frames = []
     for run_dir in run_dirs:
@@ -111,7 +111,7 @@ def _catalog() -> dict[str, tuple[str, str]]:
 def build(frame, results_dir: Path, *, metric: list[str], layer: str, spread: str, test: str, alpha: float,
           reference: str | None, reference_mode: str):
     """The ``Table`` behind every format (shared with ``bench report``)."""
-    from bench.table import METRIC_KEYS, build_table, load_reference
+    from bench.reporting.table import METRIC_KEYS, build_table, load_reference
     from methods import method_names
 
     ref = load_reference(reference, results_dir) if reference else None
@@ -120,7 +120,7 @@ def build(frame, results_dir: Path, *, metric: list[str], layer: str, spread: st
 
 
 def _write(path: Path, text: str) -> None:
-    from bench.store import atomic_write_text
+    from bench.store.records import atomic_write_text
 
     atomic_write_text(path, text)
     console.print(f"wrote [bold]{path}[/]")
@@ -150,8 +150,8 @@ def table(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
     """Print the comparison table of one or several runs (the paper's Tables 1-2)."""
-    from bench.run_configs import select_settings
-    from bench.table import RENDERERS, to_rich
+    from bench.store.settings import select_settings
+    from bench.reporting.table import RENDERERS, to_rich
 
     if format not in RENDERERS:
         raise UserError(f"bad --format {format!r}: expected {', '.join(RENDERERS)}")
@@ -183,8 +183,8 @@ def figures(
 ) -> None:
     """Write Fig. 1-style PNGs: per-class average attention and CAM w/o vs w/ AU, a gallery, and
     deletion / insertion curves when the trials were evaluated with --eval extended."""
-    from bench.figures import write_figures
-    from bench.run_configs import select_settings
+    from bench.reporting.figures import write_figures
+    from bench.store.settings import select_settings
 
     run_dirs = resolve_runs(results_dir, run)
     selection = select_settings(run_dirs, config)
@@ -208,9 +208,9 @@ def report(
     config: Optional[str] = typer.Option(None, help=CONFIG_HELP),
 ) -> None:
     """Write one Markdown report: tables, figures, data, provenance and wall times."""
-    from bench.report import write_report
-    from bench.run_configs import select_settings
-    from bench.table import extended_present
+    from bench.reporting.report import write_report
+    from bench.store.settings import select_settings
+    from bench.reporting.table import extended_present
 
     run_dirs = resolve_runs(results_dir, run)
     selection = select_settings(run_dirs, config)

@@ -2,7 +2,7 @@
 
 A spec names the method that is *trained* and the methods *evaluated* on that model: post-hoc
 extractors (``trains_like``) share the training run of the method they name unless ``share`` is
-off. ``identity`` is the digest of everything the trial's numbers depend on (``bench.identity``:
+off. ``identity`` is the digest of everything the trial's numbers depend on (``bench.plan.identity``:
 resolved config, each method's resolved Config and plugin version, the data fingerprint), so a
 changed default, landmark file or data root gives a new id and old results are never reused.
 ``setting`` names the command-line configuration (profile + overrides) a run folder was filled with.

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench.table import DATASET_TITLES, MISSING, Table, to_markdown
+from bench.reporting.table import DATASET_TITLES, MISSING, Table, to_markdown
 
 #: Skipped image paths listed per split before "and N more".
 SHOWN_PATHS = 5
@@ -55,7 +55,7 @@ def provenance_section(records: Sequence[dict]) -> list[str]:
              f"| python | {tally(p.get('python') for p in prov)} |",
              f"| packages | {tally(packages)} |",
              f"| hardware | {tally(hardware)} |", ""]
-    from bench.run_configs import setting_of
+    from bench.store.settings import setting_of
 
     configs: dict[tuple, dict] = {}
     for r in records:
@@ -99,7 +99,7 @@ def wall_times_section(records: Sequence[dict]) -> list[str]:
 
 def figures_section(run_dirs: Sequence[Path], out_dir: Path, report_dir: Path, selection=None) -> list[str]:
     from bench.errors import UserError
-    from bench.figures import write_figures
+    from bench.reporting.figures import write_figures
 
     lines = ["## Figures", ""]
     try:
@@ -249,8 +249,8 @@ def render_report(run_dirs: Sequence[Path], table: Table, records: Sequence[dict
 
 def write_report(run_dirs: Sequence[Path], table: Table, path: Path, with_figures: bool = True, *,
                  extended: Table | None = None, selection=None) -> Path:
-    """Write the report of the selected trials (``bench.run_configs.Selection``; None: every trial)."""
-    from bench.store import RunStore, atomic_write_text
+    """Write the report of the selected trials (``bench.store.settings.Selection``; None: every trial)."""
+    from bench.store.records import RunStore, atomic_write_text
 
     if selection is None:
         records = [r for d in run_dirs for r in RunStore(d).records()]

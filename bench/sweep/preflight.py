@@ -10,7 +10,7 @@
    takes one training step with the alignment loss, and evaluates every extractor on it with
    the evaluator's own checks (shapes, finite values, logits equal to a clean forward), so a bad
    ``target_layer`` or a broken plugin is reported now, not after hours of training;
-5. gives each cell its identity digest (``bench.identity``), the basis of its trial id.
+5. gives each cell its identity digest (``bench.plan.identity``), the basis of its trial id.
 Nothing is written until every check has passed.
 """
 from __future__ import annotations
@@ -23,11 +23,11 @@ import torch
 
 from au import get_codebook
 from au.coverage import Coverage, au_coverage
-from bench.config import Config, resolve
+from bench.config.settings import Config, resolve
 from bench.data import load_dataset
 from bench.errors import UserError, is_user_error, one_line
-from bench.identity import digest, trial_identity
-from bench.spec import TrialSpec, expand_grid, group_methods
+from bench.plan.identity import digest, trial_identity
+from bench.plan.spec import TrialSpec, expand_grid, group_methods
 
 DRY_RUN_FACES = 4
 
@@ -79,7 +79,7 @@ def check_coverage(dataset: str, config: Config, check: DataCheck, overrides: tu
 def check_backbone(trained: str, config: Config) -> None:
     """Build the method's backbone as a trial would: pretrained weights that cannot be loaded (offline,
     a missing file) stop the sweep here with one line, not in every trial."""
-    from bench.train import make_method, model_options
+    from bench.train.trial import make_method, model_options
 
     method = make_method(trained, config)
     try:
@@ -93,8 +93,8 @@ def check_backbone(trained: str, config: Config) -> None:
 def dry_run(trained: str, evaluated: tuple[str, ...], config: Config, splits, align: bool) -> None:
     """One training step and one evaluation on a few real faces, on the CPU, with a throwaway model."""
     from bench.data.transforms import to_input
-    from bench.evaluate import evaluate
-    from bench.train import TrainStep, build_model, feature_sizes, make_method, make_optimizer
+    from bench.metrics.base import evaluate
+    from bench.train.trial import TrainStep, build_model, feature_sizes, make_method, make_optimizer
 
     device = torch.device("cpu")
     torch.manual_seed(0)

@@ -16,10 +16,10 @@ from typing import Callable
 import torch
 
 from au import alignment_loss, get_codebook, render_au_maps
-from bench.config import Config, build_config
+from bench.config.settings import Config, build_config
 from bench.data.synthetic import SyntheticOptions, generate
 from bench.data.transforms import to_input
-from bench.train import TrainStep, feature_sizes, model_options
+from bench.train.trial import TrainStep, feature_sizes, model_options
 from methods import Batch, Method, Output, get_method
 
 NUM_CLASSES = 7

@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 import polars as pl
 
 from bench.errors import UserError
-from bench.stats import SPREADS, TESTS, PairedTest, Summary, paired_test, summarize
+from bench.reporting.stats import SPREADS, TESTS, PairedTest, Summary, paired_test, summarize
 
 FAMILY_TITLES = {"cnn": "CNN-based", "transformer": "Transformer-based"}
 DATASET_TITLES = {"rafdb": "RAF-DB", "affectnet": "AffectNet", "synthetic": "Synthetic", "jaffe": "JAFFE"}

@@ -15,7 +15,7 @@ import hashlib
 import json
 from typing import Any, Iterable
 
-from bench.config import Config, method_options
+from bench.config.settings import Config, method_options
 from methods import get_method
 from methods.registry import plugin_origin
 

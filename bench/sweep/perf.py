@@ -9,7 +9,7 @@ across machines (run it on your GPU too):
   fed a pre-augmented batch, does not do);
 - a full evaluation (CL + CAM-COS + ATT-COS on every layer, with a gradient CAM) ÷ a plain
   inference pass over the same test images;
-- opt-in (``extended_sample`` > 0): the extended evaluation (``bench.extended_eval``: deletion,
+- opt-in (``extended_sample`` > 0): the extended evaluation (``bench.metrics.extended``: deletion,
   insertion, ROAD, the randomisation cascade and AU localisation) ÷ a plain inference pass over the
   same sample of test faces.
 """
@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 
 from au import get_codebook, render_au_maps
-from bench.config import Config
+from bench.config.settings import Config
 from bench.data import load_dataset
 from bench.data.transforms import augment, to_input
-from bench.evaluate import batches, evaluate
-from bench.train import TrainStep, build_model, feature_sizes, make_method, make_optimizer, pick_device
+from bench.metrics.base import batches, evaluate
+from bench.train.trial import TrainStep, build_model, feature_sizes, make_method, make_optimizer, pick_device
 
 
 @dataclass
@@ -193,7 +193,7 @@ def measure_extended(model, method, data, config: Config, device: torch.device, 
     """Seconds for the extended evaluation of ``sample_size`` seeded test faces vs a plain inference pass
     over the same faces (inference: fastest of 3; the extended evaluation, minutes on a CPU: one run)."""
     from au import get_codebook
-    from bench.extended_eval import extended_metrics
+    from bench.metrics.extended import extended_metrics
 
     n = len(data.test.labels)
     pick = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:min(sample_size, n)].numpy()

@@ -33,7 +33,7 @@ def landmarks(
     device: str = typer.Option("cpu", help="face-alignment: torch device."),
 ) -> None:
     """Detect 68 iBUG landmarks for every image of DATASET and write its landmark cache."""
-    from bench.config import parse_override, resolve
+    from bench.config.settings import parse_override, resolve
     from bench.data.cache import CATALOGS
 
     overrides = [parse_override(s) for s in set_]

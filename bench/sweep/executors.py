@@ -1,6 +1,6 @@
 """Executors run trial specs: Ray Tune (default) or in-process (``--executor local``, for debugging).
 
-Both call ``execute_trial``, which wraps ``bench.train.run_trial`` so that a trial that raises is
+Both call ``execute_trial``, which wraps ``bench.train.trial.run_trial`` so that a trial that raises is
 recorded as failed (with its error) and the sweep goes on.
 """
 from __future__ import annotations
@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bench.errors import UserError
-from bench.spec import TrialSpec
-from bench.store import RunStore
+from bench.plan.spec import TrialSpec
+from bench.store.records import RunStore
 
 # Quiet, local-friendly Ray defaults (all overridable from the environment).
 RAY_ENV = {
@@ -70,7 +70,7 @@ class TrialOutcome:
 def execute_trial(spec: TrialSpec, run_dir: str, reporter: Callable[[dict], None] | None = None,
                   reraise: bool = False) -> TrialOutcome:
     """Run one trial; on failure write a failed record with the error instead of stopping the sweep."""
-    from bench.train import run_trial  # heavy imports stay out of CLI start-up
+    from bench.train.trial import run_trial  # heavy imports stay out of CLI start-up
 
     store = RunStore(run_dir)
     try:

@@ -3,7 +3,7 @@
 Runs on a sample of test faces chosen by the caller (``eval.sample_size``, seeded), batched on the
 device. One pass over the sample computes each face's CAM of its true class, the localisation
 metrics against its AU map, and the deletion / insertion / ROAD perturbations; then a deep copy of
-the model is randomised from the top (``bench.sanity``) and the CAMs are recomputed at every step.
+the model is randomised from the top (``bench.metrics.sanity``) and the CAMs are recomputed at every step.
 The model itself is left exactly as it came: same weights, mode, hooks and (no) gradients.
 
 Metric keys and directions (``METRIC_DIRECTIONS``):
@@ -36,10 +36,10 @@ import torch
 
 from au import Codebook, render_au_maps
 from bench.data.transforms import to_input
-from bench.evaluate import ClassAverager, batches, macro_average, normalise_cam
-from bench.faithfulness import ROAD_FRACTIONS, blur_baseline, curve_auc, deletion_insertion, pixel_ranks, road
-from bench.localisation import au_region, pointing_game, relevance_mass, relevance_rank
-from bench.sanity import SANITY_THRESHOLD, SIMILARITY_SIZE, cascade_steps, reinitialise, spearman, ssim
+from bench.metrics.base import ClassAverager, batches, macro_average, normalise_cam
+from bench.metrics.faithfulness import ROAD_FRACTIONS, blur_baseline, curve_auc, deletion_insertion, pixel_ranks, road
+from bench.metrics.localisation import au_region, pointing_game, relevance_mass, relevance_rank
+from bench.metrics.sanity import SANITY_THRESHOLD, SIMILARITY_SIZE, cascade_steps, reinitialise, spearman, ssim
 from methods import Method
 
 METRIC_DIRECTIONS: dict[str, str] = {

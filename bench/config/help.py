@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from bench.config import _SECTION_TYPES, resolve
+from bench.config.settings import _SECTION_TYPES, resolve
 
 
 def _type_label(annotation) -> str:

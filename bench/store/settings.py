@@ -55,7 +55,7 @@ def _description(records: Sequence[dict]) -> str:
 
 
 def _records_with_mtime(run_dir: Path) -> list[tuple[dict, float]]:
-    from bench.store import RunStore
+    from bench.store.records import RunStore
 
     store = RunStore(run_dir)
     out = []
@@ -91,7 +91,7 @@ class Selection:
         return trial_id in self.trial_ids.get(run, frozenset())
 
     def records(self, run_dir: Path) -> list[dict]:
-        from bench.store import RunStore
+        from bench.store.records import RunStore
 
         return [r for r in RunStore(run_dir).records() if self.keeps(Path(run_dir).name, r["id"])]
 

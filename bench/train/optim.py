@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.config import Config
+from bench.config.settings import Config
 
 OPTIMIZERS = ("sgd", "adamw")
 

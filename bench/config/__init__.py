@@ -1,0 +1,1 @@
+"""Settings: profiles, ``--set`` overrides and TOML override files resolved into one typed ``Config``."""

@@ -1,0 +1,1 @@
+"""Storage: run folders, kept models and evaluation records, written atomically, read without torch."""
