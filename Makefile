@@ -28,5 +28,9 @@ test: install
 perf: install
 	$(BIN)/bench perf --profile demo
 
+# Outputs only: run folders under results/ (the folder and its .gitkeep stay), the venv and caches.
+# Nothing tracked lives in results/ (the paper's numbers ship inside the package).
 clean:
-	rm -rf $(VENV) results/*/ .pytest_cache
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info
+	[ ! -d results ] || find results -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
+	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +

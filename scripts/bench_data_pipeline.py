@@ -4,7 +4,7 @@ For each profile (demo, smoke) and dataset (synthetic; ``folder`` on ../shared/d
 present, at the profile's image size) it measures:
 - cold load: decode + resize every image into the memory-mapped cache (fresh ``$BENCH_CACHE``);
 - warm load: the same ``load_dataset`` call again (cache hit);
-- delivery: what ``bench.train.trial.fit`` does per batch: the split's ``SplitFeed`` (``stream`` from
+- delivery: what ``bench.train.fit.fit`` does per batch: the split's ``SplitFeed`` (``stream`` from
   the memory-mapped cache with a background gather, or ``device`` when the split fits the GPU
   budget) delivers random batches of images, labels and landmarks on the device;
 - step: one ``TrainStep`` with AU alignment (augment, render maps, forward, loss, backward, update).
@@ -32,7 +32,9 @@ def measure(profile: str, dataset: str, steps: int, overrides: list) -> dict:
     from bench.config.settings import resolve
     from bench.data import feed, load_dataset
     from bench.data.placement import device_budget_bytes
-    from bench.train.trial import TrainStep, build_model, feature_sizes, make_method, make_optimizer, pick_device
+    from bench.train.model import build_model, feature_sizes, make_method, pick_device
+    from bench.train.optim import make_optimizer
+    from bench.train.step import TrainStep
 
     config = resolve(profile, overrides)
     device = pick_device()

@@ -4,7 +4,7 @@ Every measurement runs in a fresh subprocess (``--child``), on synthetic faces a
 (default 128) generated once into a cache under ``--workdir``:
 
 1. peak private memory (``RssAnon`` from /proc/self/status, sampled every 5 ms by a thread in
-   the trial) of a real ``bench.train.trial.run_trial`` (smoke profile at ``--size`` px, ``--epochs``)
+   the trial) of a real ``bench.sweep.jobs.run_job`` (smoke profile at ``--size`` px, ``--epochs``)
    on a training split of N and of 8N faces. File-backed pages of the shared cache are not
    counted: the page cache holds them once per node. Target: 8N / N <= 1.10;
 2. the combined proportional set size (``Pss`` from /proc/<pid>/smaps_rollup, sampled by this
@@ -126,16 +126,16 @@ def child_trial(args) -> dict:
         import torch
 
         torch.set_num_threads(args.threads)
-        from bench.plan.spec import TrialSpec
+        from bench.plan.spec import Job, ModelSpec
         from bench.store.records import RunStore
-        from bench.train.trial import run_trial
+        from bench.sweep.jobs import run_job
 
         after_imports = status_kib("self", "RssAnon")
-        spec = TrialSpec("cam", ("cam",), "synthetic", True, 0, "smoke",
-                         tuple(overrides(args.size, args.train, args.epochs)))
+        model = ModelSpec("cam", "synthetic", True, 0, "smoke", tuple(overrides(args.size, args.train, args.epochs)))
+        job = Job(model, ("cam",), ("memory-check",), train=True)     # hand-built: no planned ids to check
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as results:
-            run_trial(spec, RunStore(Path(results) / "run"))
+            run_job(job, RunStore(Path(results) / "run"))
         seconds = time.perf_counter() - start
     return {"rss_anon_peak_kib": anon.peak, "rss_anon_after_imports_kib": after_imports,
             "vm_hwm_kib": status_kib("self", "VmHWM"), "rss_file_kib": status_kib("self", "RssFile"),
@@ -150,7 +150,7 @@ def child_throughput(args) -> dict:
     from bench.config.settings import resolve
     from bench.data.arrays import Arrays
     from bench.data.feed import feed
-    from bench.train.trial import build_session
+    from bench.train.session import build_session
 
     config = resolve("smoke", overrides(args.size, args.train, 1))
     session = build_session("cam", "synthetic", 0, config, align=True)

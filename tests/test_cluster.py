@@ -51,7 +51,7 @@ def _env() -> dict:
 
 
 def _records(run_dir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((run_dir / "trials").glob("*.json"))]
+    return [json.loads(p.read_text()) for p in sorted((run_dir / "evaluations").glob("*.json"))]
 
 
 def _wait_for_two_checkpoints(proc, checkpoints: Path, stderr: Path, seconds: float) -> bool:

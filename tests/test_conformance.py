@@ -31,13 +31,13 @@ def test_a_transposed_cam_is_caught(faulty):
 def test_a_forward_that_reads_labels_without_needs_labels_is_caught(faulty):
     with pytest.raises(ConformanceError, match=r"expected the same logits with and without labels in eval mode "
                                                r"\(needs_labels is False\), came max \|diff\| 5 with the true labels"):
-        CHECKS["logits ignore labels unless needs_labels"](faulty.LabelPeekingCAM)
+        CHECKS["logits ignore labels"](faulty.LabelPeekingCAM)
 
 
 def test_the_suite_calls_forward_as_the_harness_does(faulty):
     """Without labels (as the harness calls it) the peeking model is a plain CAM: every other check passes."""
     failed = {label: reason for label, reason in run_checks(faulty.LabelPeekingCAM) if reason}
-    assert list(failed) == ["logits ignore labels unless needs_labels"]
+    assert list(failed) == ["logits ignore labels"]
 
 
 def test_a_bare_assert_in_plugin_code_says_where(faulty):
@@ -53,3 +53,26 @@ def test_a_bare_assert_in_plugin_code_says_where(faulty):
     reason = reasons["finite CAM (B, h, w)"]
     assert reason.startswith("AssertionError at ") and "test_conformance.py" in reason
     assert "assert x.shape[0] > 1000" in reason
+
+
+def test_a_declared_label_reading_forward_fails_too(faulty):
+    """needs_labels = True lets a plugin use the labels for its CAM (WSOL), never for its logits: the
+    evaluator predicts without labels, so such a forward would be judged on logits it never trained for
+    or, if the labels reached them, on the answer itself."""
+    class DeclaredPeeking(faulty.LabelPeekingCAM):
+        name = "fx_declared_peeking"
+        title = "Declared label-peeking CAM (fixture)"
+        needs_labels = True
+
+    with pytest.raises(ConformanceError, match=r"^expected the same logits with and without labels in eval mode "
+                                               r"\(needs_labels is True: labels may steer only the CAM\), "
+                                               r"came max \|diff\| 5 with the true labels; the evaluator predicts "
+                                               r"with forward\(x, labels=None\)"):
+        CHECKS["logits ignore labels"](DeclaredPeeking)
+    failed = {label: reason for label, reason in run_checks(DeclaredPeeking) if reason}
+    assert "logits ignore labels" in failed
+
+
+def test_acol_uses_labels_for_its_cam_only():
+    """ACoL declares needs_labels (its erasing reads the true class) and passes: its logits are head A's."""
+    CHECKS["logits ignore labels"]("acol")

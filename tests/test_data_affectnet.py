@@ -137,3 +137,59 @@ def test_unrecognised_root_names_both_layouts(tmp_path):
         load_dataset("affectnet", DataConfig(root=str(tmp_path)), seed=0)
     msg = str(err.value)
     assert "\n" not in msg and "Manually_Annotated_Images" in msg and "_exp.npy" in msg
+
+
+def _rewrite_csv(path, order=None, header=True, bad_row=None):
+    """Rewrite an AffectNet CSV with its columns in ``order`` (names), optionally without its header
+    and with line ``bad_row`` (1-based, counting the header) replaced by garbage."""
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    names = rows[0]
+    order = order or names
+    out = [[row[names.index(name)] for name in order] for row in rows]
+    if not header:
+        out = out[1:]
+    if bad_row is not None:
+        out[bad_row - 1] = ["not", "a", "row"]
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh).writerows(out)
+
+
+def test_csv_columns_in_any_order_are_found_by_name(tmp_path):
+    root, truth = make_manually_annotated(tmp_path, list(range(7)) * 2, list(range(7)))
+    lists = root / "Manually_Annotated_file_lists"
+    shuffled = ["expression", "arousal", "facial_landmarks", "face_height", "subDirectory_filePath", "face_y",
+                "valence", "face_width", "face_x"]
+    for file in ("training.csv", "validation.csv"):
+        _rewrite_csv(lists / file, shuffled)
+    assert (lists / "training.csv").read_text().startswith("expression,arousal,")
+    cat = catalog(DataConfig(root=str(root)))
+    assert [it.label for it in cat.splits["test"]] == [EXPECTED[c] for c in range(7)]
+    first = cat.splits["test"][0]
+    assert first.id == "0/test_000.jpg" and first.box == (30.0, 20.0, 94.0, 84.0)
+    np.testing.assert_allclose(first.landmarks, truth["0/test_000.jpg"], atol=0.01)
+
+
+def test_csv_errors_name_the_real_line(tmp_path):
+    root, _ = make_manually_annotated(tmp_path, list(range(7)), list(range(7)))
+    train_csv = root / "Manually_Annotated_file_lists" / "training.csv"
+    _rewrite_csv(train_csv, ["face_x", "subDirectory_filePath", "face_y", "face_width", "face_height",
+                             "facial_landmarks", "expression", "valence", "arousal"], bad_row=3)
+    with pytest.raises(UserError) as err:
+        catalog(DataConfig(root=str(root)))
+    assert "training.csv:3 is not a valid row: 'not,a,row'" in str(err.value)
+
+    root, _ = make_manually_annotated(tmp_path / "headerless", list(range(7)), list(range(7)))
+    train_csv = root / "Manually_Annotated_file_lists" / "training.csv"
+    _rewrite_csv(train_csv, header=False, bad_row=1)              # no header: the first line is data
+    with pytest.raises(UserError) as err:
+        catalog(DataConfig(root=str(root)))
+    assert "training.csv:1 is not a valid row" in str(err.value)
+
+    root, _ = make_manually_annotated(tmp_path / "lacking", list(range(7)), list(range(7)))
+    train_csv = root / "Manually_Annotated_file_lists" / "training.csv"
+    _rewrite_csv(train_csv, ["expression", "subDirectory_filePath", "face_x", "face_y", "face_width",
+                             "face_height"])
+    with pytest.raises(UserError) as err:
+        catalog(DataConfig(root=str(root)))
+    assert "training.csv:1 (header) lacks column(s) facial_landmarks" in str(err.value)

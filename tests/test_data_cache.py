@@ -42,16 +42,22 @@ def test_built_once_then_reused_and_memory_mapped(tmp_path):
     assert (second.folder / "COMPLETE").is_file()
 
 
-def test_mtime_change_gets_its_own_entry_and_the_old_one_is_kept(tmp_path):
+def test_content_change_gets_its_own_entry_an_mtime_change_does_not(tmp_path):
+    """The key covers the bytes, not when they were written: a touched file reuses the entry, a changed
+    file gets a new one, and the old entry is kept (switching back costs nothing)."""
     items = make_items(tmp_path / "data", 6)
     old = decode_split(items, 12, tmp_path / "c", "train", tmp_path / "data")
     st = items[3].path.stat()
     os.utime(items[3].path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    touched = decode_split(items, 12, tmp_path / "c", "train", tmp_path / "data")
+    assert not touched.built and touched.folder == old.folder
+    original = items[3].path.read_bytes()
+    Image.fromarray(np.full((20, 20, 3), 7, np.uint8)).save(items[3].path)
     new = decode_split(items, 12, tmp_path / "c", "train", tmp_path / "data")
     assert new.built and new.folder != old.folder and (old.folder / "COMPLETE").is_file()
     again = decode_split(items, 12, tmp_path / "c", "train", tmp_path / "data")
     assert not again.built
-    os.utime(items[3].path, ns=(st.st_atime_ns, st.st_mtime_ns))          # switching back costs nothing
+    items[3].path.write_bytes(original)                                         # switching back costs nothing
     back = decode_split(items, 12, tmp_path / "c", "train", tmp_path / "data")
     assert not back.built and back.folder == old.folder
 

@@ -1,5 +1,7 @@
 """Cache entries: atomic builds, one per key, last-used stamps, list/prune safe against builds in progress."""
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -12,6 +14,7 @@ from bench.data import entries
 from bench.data.cache import Item, decode_split
 from bench.data.entries import Entry, ensure, entry_lock, list_entries, remove, select_for_pruning, stale_temporaries
 from bench.errors import UserError
+from bench.files import host_name
 
 
 @pytest.fixture(autouse=True)
@@ -90,13 +93,29 @@ def test_remove_skips_an_entry_being_built_and_a_removed_entry_is_rebuilt(tmp_pa
     assert again.built and again.folder == first.folder
 
 
-def test_leftovers_of_interrupted_builds_are_found_unless_a_build_runs(tmp_path):
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_leftovers_are_cleaned_only_when_their_owner_is_gone(tmp_path):
+    """A leftover is deleted when its builder (host + pid in its name) is a dead process on this
+    host, or another host's and a day old; never while the entry's lock is held."""
     group = tmp_path / "cache" / "synthetic"
-    leftover = group / ".train-k1.tmp4242"
-    leftover.mkdir(parents=True)
-    assert stale_temporaries(tmp_path / "cache") == [leftover]
+    me = host_name()
+    dead = group / f".train-k1.tmp.{me}.{_dead_pid()}.00ff00ff"
+    alive = group / f".train-k2.tmp.{me}.{os.getpid()}.00ff00ff"
+    elsewhere = group / ".train-k3.tmp.other-node.4242.00ff00ff"
+    old_elsewhere = group / ".train-k4.trash.other-node.4242.00ff00ff"
+    legacy = group / ".train-k5.tmp4242"
+    for path in (dead, alive, elsewhere, old_elsewhere, legacy):
+        path.mkdir(parents=True)
+    day_ago = time.time() - 2 * 86400
+    os.utime(old_elsewhere, (day_ago, day_ago))
+    assert sorted(stale_temporaries(tmp_path / "cache")) == sorted([dead, old_elsewhere])
     with entry_lock(group / "train-k1"):
-        assert stale_temporaries(tmp_path / "cache") == []
+        assert stale_temporaries(tmp_path / "cache") == [old_elsewhere]
 
 
 def test_cli_list_and_prune(tmp_path):
@@ -132,3 +151,37 @@ def test_entries_module_never_deletes_other_keys(tmp_path):
     folder = tmp_path / "cache" / "folder-0123456789"
     keys = {decode_split(items, size, folder, "train", tmp_path / "data", "folder").folder for size in (4, 6, 8)}
     assert all((k / "COMPLETE").is_file() for k in keys) and len(entries.list_entries(tmp_path / "cache")) == 3
+
+
+def test_cli_list_tells_entries_apart_and_prunes_by_root(tmp_path):
+    """Issue 25.5: two copies of the data, two image sizes and an old entry without the new fields."""
+    import json as _json
+
+    from bench.cli.main import app
+
+    a_items = make_items(tmp_path / "a" / "Image" / "original", 3)
+    b_items = make_items(tmp_path / "b" / "Image" / "aligned", 3)
+    folder = tmp_path / "cache" / "folder"
+    a8 = decode_split(a_items, 8, folder, "train", tmp_path / "a", "folder")
+    decode_split(a_items, 6, folder, "train", tmp_path / "a", "folder")
+    b8 = decode_split(b_items, 8, folder, "test", tmp_path / "b", "folder")
+    assert a8.meta["image_set"] == "Image/original" and b8.meta["image_set"] == "Image/aligned"
+    old = _json.loads((b8.folder / "meta.json").read_text())
+    for field in ("root", "image_set", "built", "cropped"):
+        old.pop(field)
+    (b8.folder / "meta.json").write_text(_json.dumps(old))            # written by an older version
+    runner = CliRunner()
+    listed = runner.invoke(app, ["cache", "list"])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert "data root" in lines[1] and "images" in lines[1] and "built" in lines[1]
+    rows = [line.split() for line in lines[2:]]
+    a_rows = [r for r in rows if str(tmp_path / "a") in r]
+    assert sorted(r[4] for r in a_rows) == ["6", "8"] and all("Image/original" in r for r in a_rows)
+    b_row = next(r for r in rows if b8.meta["key"] in r)
+    assert b_row[2] == "-" and b_row[3] == "-"                          # old entry: unknown root and images
+    only_a = runner.invoke(app, ["cache", "list", "--root", str(tmp_path / "a")])
+    assert "2 entries" in only_a.output and b8.meta["key"] not in only_a.output
+    pruned = runner.invoke(app, ["cache", "prune", "--root", str(tmp_path / "a")])
+    assert pruned.exit_code == 0 and "removed 2 entries" in pruned.output, pruned.output
+    assert not a8.folder.exists() and b8.folder.exists()

@@ -104,6 +104,33 @@ def test_gpu_fraction_comes_from_the_ray_trial(monkeypatch):
     assert trial_gpu_fraction() == 1.0
 
 
+def test_an_unreadable_share_is_a_warning_and_the_conservative_budget(monkeypatch, capsys):
+    """Issue 21.5: a 0.25-GPU trial whose share cannot be read must not budget the whole card."""
+    import sys
+
+    def broken():
+        raise RuntimeError("no runtime context")
+
+    monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(is_initialized=lambda: True,
+                                                                  get_runtime_context=broken))
+    props = types.SimpleNamespace(total_memory=80 * 2**30)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: props)
+    fraction = trial_gpu_fraction()
+    err = capsys.readouterr().err
+    assert fraction == 0.25
+    assert err.count("\n") == 1 and err.startswith("warning: this trial's GPU share could not be read")
+    assert "RuntimeError: no runtime context" in err and "assuming 0.25 of the card" in err
+    assert device_budget_bytes(torch.device("cuda"), 0.5, fraction) == 10 * 2**30     # not 40 GiB
+
+
+def test_device_budget_counts_what_the_model_already_holds(monkeypatch):
+    props = types.SimpleNamespace(total_memory=80 * 2**30)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: props)
+    # a 0.5 share of an 80 GiB card is 40 GiB; the model and a step hold 12 GiB; half of the rest
+    assert device_budget_bytes(torch.device("cuda"), 0.5, 0.5, reserved_bytes=12 * 2**30) == 14 * 2**30
+    assert device_budget_bytes(torch.device("cuda"), 0.5, 0.25, reserved_bytes=30 * 2**30) == 0
+
+
 def test_tensor_feed_matches_slicing():
     images = torch.arange(5 * 2 * 2 * 3, dtype=torch.uint8).view(5, 2, 2, 3)
     labels, landmarks = torch.arange(5), torch.zeros(5, 68, 2)

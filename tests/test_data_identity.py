@@ -75,7 +75,7 @@ def test_invalid_landmarks_are_nan_and_counted_in_the_stats(tmp_path):
     json.dumps(data.stats)
 
 
-def test_fingerprint_covers_root_landmarks_labels_size_and_carve(tmp_path, monkeypatch):
+def test_fingerprint_covers_content_landmarks_labels_size_and_carve_not_the_root(tmp_path, monkeypatch):
     root = make_tree(tmp_path / "a")
     config = DataConfig(root=str(root), image_size=16)
     base = load_dataset("folder", config, 0)
@@ -83,10 +83,13 @@ def test_fingerprint_covers_root_landmarks_labels_size_and_carve(tmp_path, monke
     monkeypatch.setenv("BENCH_DATA", str(root))
     assert load_dataset("folder", DataConfig(image_size=16), 0).fingerprint == base.fingerprint  # same root, any way
     copy = tmp_path / "b"
-    shutil.copytree(root, copy, copy_function=shutil.copy2)                           # same files, another copy
+    shutil.copytree(root, copy)                                                      # same bytes, new paths and mtimes
     monkeypatch.setenv("BENCH_DATA", str(copy))
     other = load_dataset("folder", DataConfig(image_size=16), 0)
-    assert other.fingerprint != base.fingerprint and other.stats["data_root"] == str(copy.resolve())
+    assert other.fingerprint == base.fingerprint and other.stats["data_root"] == str(copy.resolve())
+    image = sorted(copy.rglob("*.png"))[3]
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)                         # one image's bytes change
+    assert load_dataset("folder", DataConfig(image_size=16), 0).fingerprint != base.fingerprint
     assert load_dataset("folder", DataConfig(root=str(root), image_size=20), 0).fingerprint != base.fingerprint
     assert load_dataset("folder", config, 1).fingerprint != base.fingerprint          # another validation carve
     marks = json.loads((root / "landmarks.json").read_text())

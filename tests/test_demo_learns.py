@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from bench.config.settings import resolve
-from bench.train.trial import build_session, fit
+from bench.train.fit import fit
+from bench.train.session import build_session
 from methods import all_methods
 
 CHANCE = 100 / 7

@@ -3,7 +3,7 @@ is process-wide and a Ray worker process runs trials of several settings in turn
 import torch
 
 from bench.config.settings import resolve
-from bench.train.trial import build_session
+from bench.train.session import build_session
 
 
 def test_each_session_sets_the_switch_from_its_own_config():

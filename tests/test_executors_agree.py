@@ -11,7 +11,7 @@ METRICS = ("cl", "cam_cos", "att_cos_layer5", "selection_cl", "best_epoch")
 
 
 def _row(results):
-    record = json.loads(next(results.rglob("trials/*.json")).read_text())
+    record = json.loads(next(results.rglob("evaluations/*.json")).read_text())
     assert record["status"] == "ok"
     return record, record["rows"][0]
 

@@ -66,9 +66,10 @@ def test_result_contract_and_the_model_left_exactly_as_it_came(sample, name):
     assert isinstance(result, ExtendedResult)
     assert set(result.metrics) == set(METRIC_DIRECTIONS)
     assert set(METRIC_DIRECTIONS.values()) <= {"higher", "lower"}
-    assert METRIC_DIRECTIONS["deletion_auc"] == "lower" and METRIC_DIRECTIONS["sanity_similarity"] == "lower"
-    assert isinstance(result.metrics["sanity_pass"], bool)
-    for key in ("deletion_auc", "insertion_auc", "pointing", "relevance_mass", "relevance_rank"):
+    assert METRIC_DIRECTIONS["deletion_auc"] == "lower" and METRIC_DIRECTIONS["sanity_rho_final"] == "lower"
+    assert METRIC_DIRECTIONS["sanity_auc"] == "lower"
+    for key in ("deletion_auc", "insertion_auc", "pointing", "relevance_mass", "relevance_rank",
+                "sanity_rho_final", "sanity_auc"):
         assert 0.0 <= result.metrics[key] <= 1.0, key
     assert -0.5 <= result.metrics["road"] <= 0.5
     assert result.curves["curve_fractions"].tolist() == pytest.approx([0, 0.25, 0.5, 0.75, 1])
@@ -94,7 +95,8 @@ def test_a_cam_equal_to_the_au_mask_scores_mass_one_and_hits(sample):
     assert result.metrics["relevance_mass"] == pytest.approx(1.0)
     assert result.metrics["pointing"] == pytest.approx(1.0)
     assert result.metrics["relevance_rank"] == pytest.approx(1.0)
-    assert result.metrics["sanity_pass"] is False                  # the mask ignores the weights
+    assert result.metrics["sanity_rho_final"] == pytest.approx(1.0)     # the mask ignores the weights
+    assert result.metrics["sanity_auc"] == pytest.approx(1.0)
     assert result.details["n_localised"] == int((labels != 0).sum())   # Neutral faces have no AU map
 
 
@@ -111,3 +113,82 @@ def test_an_empty_sample_is_an_error_not_a_number(sample):
     method = get_method("cam")()
     with pytest.raises(ValueError, match="no faces"):
         run(tiny(method), method, (images[:0], labels[:0], landmarks[:0]))
+
+
+def macro(values: np.ndarray, labels: np.ndarray) -> float:
+    keep = [c for c in range(1, 7) if ((labels == c) & ~np.isnan(values)).any()]
+    return float(np.mean([values[(labels == c) & ~np.isnan(values)].mean() for c in keep]))
+
+
+def test_per_face_scores_rebuild_every_headline_number(sample):
+    method = get_method("cam")()
+    result = run(tiny(method).eval(), method, sample)
+    labels = sample[1].numpy()
+    assert set(result.faces) == set(METRIC_DIRECTIONS)
+    for key, values in result.faces.items():
+        assert values.shape == (len(labels),) and values.dtype == np.float32, key
+    for key in ("deletion_auc", "insertion_auc", "road", "sanity_rho_final", "sanity_auc"):
+        assert result.metrics[key] == pytest.approx(float(result.faces[key].astype(np.float64).mean()), abs=1e-6), key
+    for key in ("pointing", "relevance_mass", "relevance_rank"):
+        assert np.isnan(result.faces[key][labels == 0]).all()       # Neutral: no AU map
+        assert result.metrics[key] == pytest.approx(macro(result.faces[key], labels), abs=1e-6), key
+    # The sanity curves: one point per cascade step; the headline is the last point of the |rho| curve.
+    steps = result.curves["sanity_steps"]
+    assert len(steps) == len(result.curves["sanity_abs_rho"]) == len(result.curves["sanity_signed_rho"]) >= 2
+    assert result.metrics["sanity_rho_final"] == pytest.approx(float(result.curves["sanity_abs_rho"][-1]), abs=1e-6)
+    assert (result.curves["sanity_abs_rho"] >= np.abs(result.curves["sanity_signed_rho"]) - 1e-6).all()
+
+
+def test_the_predicted_target_scores_the_top1_class(sample):
+    """A model that always predicts class 0 with certainty: scoring the true class (never 0 here but for
+    Neutral faces) reads a confidence near 0, scoring the predicted class reads one near 1."""
+    class Certain(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x, labels=None):
+            out = self.inner(x)
+            out.logits = out.logits * 0 + torch.tensor([30.0] + [0.0] * 6)
+            return out
+
+        def class_map(self, output, target):
+            return self.inner.class_map(output, target)
+
+    method = get_method("cam")()
+    model = Certain(tiny(method)).eval()
+    labels = sample[1].numpy()
+    true, predicted = run(model, method, sample), run(model, method, sample, target="predicted")
+    assert predicted.details["faithfulness_target"] == "predicted"
+    assert predicted.metrics["insertion_auc"] == pytest.approx(1.0, abs=1e-6)
+    assert np.allclose(true.faces["insertion_auc"][labels != 0], 0.0, atol=1e-6)
+    # Localisation and sanity judge the true class's CAM in both modes.
+    assert true.faces["relevance_mass"] == pytest.approx(predicted.faces["relevance_mass"], nan_ok=True)
+    with pytest.raises(ValueError, match="faithfulness target 'top1'"):
+        run(model, method, sample, target="top1")
+
+
+def test_the_pointing_tolerance_reaches_the_extended_metrics(sample):
+    """A CAM peaking a few pixels beside the AU region: a miss at tolerance 0, a hit with a tolerance."""
+    images, labels, landmarks = sample
+
+    class BesideCAM(CAM):
+        name = "beside"
+
+        def explain(self, model, x, target):
+            with torch.no_grad():
+                output = model(x)
+            maps, _ = render_au_maps(landmarks, target, (SIZE, SIZE), (SIZE, SIZE), get_codebook("paper"), 0.35)
+            region = au_region(maps)
+            # Region grown by 2 px minus the region itself: every peak pixel lies 1-2 px outside it.
+            from bench.metrics.localisation import dilate
+            ring = dilate(region, 2.0) & ~dilate(region, 0.0)
+            return output, ring.float()
+
+    method = BesideCAM()
+    model = tiny(method).eval()
+    strict = run(model, method, sample)
+    loose = run(model, method, sample, pointing_tolerance=2.0)
+    assert strict.metrics["pointing"] == pytest.approx(0.0)
+    assert loose.metrics["pointing"] == pytest.approx(1.0)
+    assert loose.details["pointing_tolerance"] == 2.0

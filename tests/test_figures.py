@@ -1,6 +1,7 @@
 """Fig. 1 maps: the per-class averages kept by the evaluation pass match a hand computation, and the
 PNGs have the size their grid implies."""
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,6 @@ from bench.errors import UserError
 from bench.metrics.base import evaluate, minmax
 from bench.reporting.figures import CURVES_SIZE, DPI, _mean_curves, collect, grid_size, pooled_class_means, write_figures
 from bench.store.settings import select_settings
-from bench.plan.spec import TrialSpec
 from bench.store.records import RunStore
 from methods import Output
 
@@ -101,12 +101,24 @@ def _fake_arrays(value: float, curves: tuple[list, list] | None = None, fraction
     return arrays
 
 
+def write_maps(run_dir: Path, trial_id: str, arrays: dict) -> None:
+    """Maps beside a hand-written trial record (``<run>/maps/<id>.npz``, as ``bench run`` wrote them)."""
+    path = run_dir / "maps" / f"{trial_id}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+
+
+def _trial_id(au: bool, seed: int) -> str:
+    return f"cam-{'w' if au else 'wo'}-{seed}"
+
+
 def _fake_trial(store: RunStore, au: bool, seed: int, value: float, curves: tuple[list, list] | None = None) -> None:
-    spec = TrialSpec("cam", ("cam",), "synthetic", au, seed, "smoke")
-    store.write_maps(spec.id, _fake_arrays(value, curves))
+    from test_report_settings import write_record
+
+    write_maps(store.run_dir, _trial_id(au, seed), _fake_arrays(value, curves))
     row = {"method": "cam", "title": "CAM", "family": "cnn", "alignment_layers": "layer5", "cl": 50.0,
            "cam_cos": value, "att_cos_layer5": value}
-    store.write(spec, "ok", [row])
+    write_record(store.run_dir, _trial_id(au, seed), profile="smoke", au=au, seed=seed, rows=[row])
 
 
 def test_figures_are_written_with_the_grid_size(tmp_path):
@@ -114,7 +126,7 @@ def test_figures_are_written_with_the_grid_size(tmp_path):
     for seed in (0, 1):
         for au in (False, True):
             _fake_trial(store, au, seed, 0.3 if au else 0.6)
-    assert store.read_maps(TrialSpec("cam", ("cam",), "synthetic", True, 0, "smoke").id)["cam.layers"].tolist() == [
+    assert store.read_maps(_trial_id(True, 0))["cam.layers"].tolist() == [
         "layer4", "layer5"]
     paths = write_figures([store.run_dir], tmp_path / "fig")
     names = sorted(p.name for p in paths)
@@ -131,8 +143,10 @@ def test_figures_are_written_with_the_grid_size(tmp_path):
 
 
 def test_run_without_maps_is_a_user_error(tmp_path):
+    from test_report_settings import write_record
+
     store = RunStore(tmp_path / "old")
-    store.write(TrialSpec("cam", ("cam",), "synthetic", False, 0, "smoke"), "ok", [{"method": "cam", "cl": 1.0}])
+    write_record(store.run_dir, "t", profile="smoke", rows=[{"method": "cam", "cl": 1.0}])
     with pytest.raises(UserError, match="no saved maps"):
         write_figures([store.run_dir], tmp_path / "fig")
 
@@ -166,7 +180,7 @@ def test_figures_use_the_selected_setting(tmp_path):
     store = RunStore(run)
     row = {"method": "cam", "title": "CAM", "family": "cnn", "status": "ok", "alignment_layers": "layer5"}
     for trial_id, setting, value, mtime in (("old", "a1a1a1a1a1a1", 0.2, 1000.0), ("new", "b2b2b2b2b2b2", 0.7, 2000.0)):
-        store.write_maps(trial_id, _fake_arrays(value))
+        write_maps(run, trial_id, _fake_arrays(value))
         write_record(run, trial_id, setting=setting, rows=[row], mtime=mtime)
     assert [t.trial_id for t in collect([run], selection=select_settings([run]))] == ["new"]
     assert [t.trial_id for t in collect([run], selection=select_settings([run], "a1"))] == ["old"]

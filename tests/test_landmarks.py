@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 import au.detectors as detectors
 from au.detectors import Detection, DetectorUnavailable
 from au.landmark_cache import LandmarkCache, read_landmarks_json
+from bench.cli import landmark_jobs
 from bench.cli import landmarks as cli_landmarks
 from bench.config.settings import DataConfig
 from bench.data.cache import CATALOGS, landmark_cache
@@ -92,9 +93,9 @@ def test_extract_resumes_and_summarises(tmp_path, monkeypatch):
     root = make_tree(tmp_path / "faces")
     fake = FakeDetector()
     monkeypatch.setattr(detectors, "make_detector", lambda name, device="cpu": fake)
-    monkeypatch.setattr(cli_landmarks, "FLUSH_EVERY", 5)
+    monkeypatch.setattr(landmark_jobs, "CHUNK", 5)
     cat = CATALOGS["folder"](DataConfig(root=str(root)))
-    # stop after 7 images, as if interrupted: the first flush (5 images) survives
+    # stop after 7 images, as if interrupted: the first chunk (5 images) survives
     calls = {"n": 0}
     real_detect = fake.detect
 

@@ -83,3 +83,30 @@ def test_region_is_the_inside_of_the_ellipses(happy_region):
     soft, region = happy_region
     assert bool((soft[region] >= 0.5).all()) and bool((soft[~region] < 0.5).all())
     assert (soft == 1).sum() > 0 and region.sum() > (soft == 1).sum()
+
+
+def test_a_pointing_tolerance_turns_a_near_miss_into_a_hit():
+    region = torch.zeros(1, 32, 32, dtype=torch.bool)
+    region[0, 10:14, 10:14] = True                       # a 4x4 region
+    cam = torch.zeros(1, 32, 32)
+    cam[0, 12, 17] = 1.0                                 # peak 4 px right of the region's edge column 13
+    assert pointing_game(cam, region).item() == 0.0
+    assert pointing_game(cam, region, tolerance=3.9).item() == 0.0
+    assert pointing_game(cam, region, tolerance=4.0).item() == 1.0
+    cam = torch.zeros(1, 32, 32)
+    cam[0, 17, 17] = 1.0                                 # diagonal: 4 px down and right of the corner (13, 13)
+    assert pointing_game(cam, region, tolerance=5.0).item() == 0.0      # sqrt(32) = 5.66 px away
+    assert pointing_game(cam, region, tolerance=5.7).item() == 1.0
+    with pytest.raises(ValueError, match=">= 0 pixels"):
+        pointing_game(cam, region, tolerance=-1)
+
+
+def test_zhang_et_al_15_px_at_224_scales_with_the_input_side():
+    """Documented scaling: 15 px at 224 is 15 * side / 224 at another side (4.29 px at 64)."""
+    region = torch.zeros(1, 64, 64, dtype=torch.bool)
+    region[0, 20:30, 20:30] = True
+    cam = torch.zeros(1, 64, 64)
+    cam[0, 25, 33] = 1.0                                 # 4 px outside
+    assert pointing_game(cam, region, tolerance=15 * 64 / 224).item() == 1.0
+    cam[0, 25, 33], cam[0, 25, 35] = 0.0, 1.0            # 6 px outside
+    assert pointing_game(cam, region, tolerance=15 * 64 / 224).item() == 0.0

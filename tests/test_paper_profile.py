@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bench.config.settings import PROFILE_DIR, resolve
-from bench.train.trial import build_model, feature_sizes, make_method
+from bench.train.model import build_model, feature_sizes, make_method
 from methods import method_names
 
 PAPER = PROFILE_DIR / "paper.toml"

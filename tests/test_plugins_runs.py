@@ -23,7 +23,7 @@ def bench(*args, cwd=None, **env):
 
 
 def records(results: Path) -> list[dict]:
-    return [json.loads(f.read_text()) for f in sorted(results.glob("*/trials/*.json"))]
+    return [json.loads(f.read_text()) for f in sorted(results.glob("*/evaluations/*.json"))]
 
 
 def rows(results: Path) -> list[dict]:

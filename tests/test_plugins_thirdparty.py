@@ -29,7 +29,7 @@ def test_a_third_party_package_runs_under_ray_and_lands_in_its_family(tmp_path):
                           "--results-dir", str(results), "--set", "train.epochs=1"],
                          capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    rows = {row["method"]: row for f in results.glob("*/trials/*.json") for row in json.loads(f.read_text())["rows"]}
+    rows = {row["method"]: row for f in results.glob("*/evaluations/*.json") for row in json.loads(f.read_text())["rows"]}
     assert set(rows) == {"has", "scorecam"}
     for row in rows.values():
         assert row["status"] == "ok" and 0 <= row["cl"] <= 100 and -1 <= row["cam_cos"] <= 1

@@ -4,7 +4,6 @@ import sys
 import pytest
 
 from bench.cli.main import main
-from bench.plan.spec import TrialSpec
 from bench.store.records import RunStore
 
 from test_figures import _fake_trial
@@ -19,13 +18,15 @@ def bench(monkeypatch, capsys, *args):
 
 
 def _record(store: RunStore, au: bool, seed: int, cl: float) -> None:
-    spec = TrialSpec("cam", ("cam",), "synthetic", au, seed, "smoke")
+    from test_report_settings import write_record
+
     row = {"method": "cam", "title": "CAM", "family": "cnn", "alignment_layers": "layer5", "selection_split": "val",
            "config_hash": "abc123", "data_fingerprint": "fp", "best_epoch": 1, "cl": cl, "cam_cos": 0.5,
            "att_cos_layer5": 0.4 + 0.1 * au}
-    store.write(spec, "ok", [row], timings={"train_seconds": 10.0, "eval_seconds": 1.0, "total_seconds": 12.0},
-                provenance={"git_revision": "deadbeef", "versions": {"torch": "9.9"}, "python": "3.x",
-                            "hardware": {"machine": "x86_64", "cpu_threads": 2, "cuda": None}, "device": "cpu"})
+    write_record(store.run_dir, f"cam-{'w' if au else 'wo'}-{seed}", setting="5e77146a5e77", profile="smoke", au=au,
+                 seed=seed, rows=[row], timings={"train_seconds": 10.0, "eval_seconds": 1.0, "total_seconds": 12.0},
+                 provenance={"git_revision": "deadbeef", "versions": {"torch": "9.9"}, "python": "3.x",
+                             "hardware": {"machine": "x86_64", "cpu_threads": 2, "cuda": None}, "device": "cpu"})
 
 
 @pytest.fixture
@@ -75,11 +76,13 @@ def test_bad_input_is_one_line_exit_2(monkeypatch, capsys, runs, args, needle):
     assert needle in err and err.strip().count("\n") == 0, err
 
 
-def test_duplicate_cells_across_runs_exit_2(monkeypatch, capsys, runs):
+def test_the_same_cells_in_two_runs_show_side_by_side(monkeypatch, capsys, runs):
+    """``--run imported,mine``: each run's model gets a row of its own, named with its run."""
     store = RunStore(runs / "c")
     _record(store, False, 0, 70.0)
-    code, _, err = bench(monkeypatch, capsys, "table", "--results-dir", str(runs), "--run", "a,c")
-    assert code == 2 and "two results for cam on synthetic w/o AU seed 0" in err
+    code, out, err = bench(monkeypatch, capsys, "table", "--results-dir", str(runs), "--run", "a,c")
+    assert code == 0, err
+    assert "| CAM [a] |" in out and "| CAM [c] |" in out and "70.00" in out
 
 
 def test_empty_run_says_so(monkeypatch, capsys, tmp_path):
@@ -114,7 +117,7 @@ def test_report_bundles_table_figures_provenance_and_times(monkeypatch, capsys, 
 # --------------------------------------------------------------------------------------------
 # Run folders with several settings; the data section; failed extractors; extended metrics
 
-from test_figures import _fake_arrays  # noqa: E402
+from test_figures import _fake_arrays, write_maps  # noqa: E402
 from test_report_settings import write_record  # noqa: E402
 
 
@@ -183,7 +186,7 @@ def extended_run(tmp_path):
                      shared_model="cam") if au else _row("gradcam", "GradCAM", 70.0, setting="s", shared_model="cam", **ext))
         write_record(run, trial, setting="s" * 12, au=au, evaluate=("cam", "gradcam"), data=DATA,
                      rows=[_row("cam", "CAM", 70.0 + 5 * au, setting="s", **ext), grad])
-        store.write_maps(trial, _fake_arrays(0.5, curves))
+        write_maps(run, trial, _fake_arrays(0.5, curves))
     write_record(run, "broken", setting="s" * 12, seed=1, status="failed", error="RuntimeError: OOM",
                  evaluate=("cam", "gradcam"))
     return tmp_path

@@ -9,12 +9,15 @@ from bench.store.settings import describe, select_settings, setting_digest, sett
 
 
 def write_record(run_dir, trial_id, *, setting="a" * 12, profile="demo", overrides=(), status="ok", mtime=1000.0,
-                 dataset="synthetic", au=False, seed=0, rows=None, data=None, evaluate=("cam",), error=None):
-    """One trial record in the schema ``bench run`` writes (spec, setting, rows, data, ...)."""
+                 dataset="synthetic", au=False, seed=0, rows=None, data=None, evaluate=("cam",), error=None,
+                 timings=None, provenance=None):
+    """One trial record in the schema ``bench run`` wrote before models and evaluations were kept apart
+    (``<run>/trials/<id>.json``: spec, setting, rows, data, ...), which the store still reads."""
     record = {"id": trial_id, "status": status, "error": error,
               "spec": {"method": evaluate[0], "evaluate": list(evaluate), "dataset": dataset, "au": au, "seed": seed,
                        "profile": profile, "overrides": [list(kv) for kv in overrides], "identity": trial_id},
-              "rows": rows if rows is not None else [], "timings": {}, "provenance": {}, "history": []}
+              "rows": rows if rows is not None else [], "timings": timings or {}, "provenance": provenance or {},
+              "history": []}
     if setting is not None:
         record["setting"] = setting
     if data is not None:
@@ -80,28 +83,20 @@ def test_records_without_a_setting_group_by_profile_and_overrides(tmp_path):
 
 
 def test_fallback_digest_is_the_specs_setting():
-    from bench.plan.spec import TrialSpec
+    from bench.plan.spec import ModelSpec
 
-    spec = TrialSpec("cam", ("cam",), "synthetic", True, 0, "demo", (("train.epochs", 5),))
+    spec = ModelSpec("cam", "synthetic", True, 0, "demo", (("train.epochs", 5),))
     assert setting_digest(spec.profile, spec.to_dict()["overrides"]) == spec.setting
 
 
 def test_an_older_result_of_the_same_cell_is_superseded(tmp_path):
     """A rerun after the landmarks changed files a second record for the same cell (a new id);
     the table shows the newest and says the older one is not shown."""
-    import os
-
-    from bench.store.settings import select_settings
-    from bench.plan.spec import TrialSpec
-    from bench.store.records import RunStore
-
-    store = RunStore(tmp_path / "run")
-    old = TrialSpec("cam", ("cam",), "synthetic", True, 0, "smoke", (), identity="old")
-    new = TrialSpec("cam", ("cam",), "synthetic", True, 0, "smoke", (), identity="new")
-    old_path = store.write(old, "ok", [{"method": "cam", "status": "ok", "cl": 10.0}])
-    new_path = store.write(new, "ok", [{"method": "cam", "status": "ok", "cl": 60.0}])
-    os.utime(old_path, (1_000_000, 1_000_000))
-    os.utime(new_path, (2_000_000, 2_000_000))
-    selection = select_settings([tmp_path / "run"])
-    assert selection.keeps("run", new.id) and not selection.keeps("run", old.id)
+    run = tmp_path / "run"
+    write_record(run, "old", profile="smoke", au=True, rows=[{"method": "cam", "status": "ok", "cl": 10.0}],
+                 mtime=1_000_000)
+    write_record(run, "new", profile="smoke", au=True, rows=[{"method": "cam", "status": "ok", "cl": 60.0}],
+                 mtime=2_000_000)
+    selection = select_settings([run])
+    assert selection.keeps("run", "new") and not selection.keeps("run", "old")
     assert "1 older result(s) of the same cells are superseded" in selection.note

@@ -1,4 +1,4 @@
-"""Model-parameter randomisation (Adebayo et al., 2018): similarity measures, the cascade, pass / fail."""
+"""Model-parameter randomisation (Adebayo et al., 2018): similarity measures, the cascade, its summary."""
 import numpy as np
 import pytest
 import torch
@@ -8,7 +8,7 @@ from torch import nn
 from backbones import build_backbone
 from bench.data.transforms import to_input
 from bench.metrics.extended import similarity_maps, randomisation_similarity
-from bench.metrics.sanity import SANITY_THRESHOLD, average_ranks, cascade_steps, reinitialise, spearman, ssim
+from bench.metrics.sanity import average_ranks, cascade_steps, cascade_summary, reinitialise, spearman, ssim
 from methods import get_method
 from methods.cam import CAM
 
@@ -99,14 +99,48 @@ def test_reinitialise_changes_only_its_modules_and_keeps_the_global_rng():
     assert changed == {"fc.weight", "fc.bias"}
 
 
-def test_a_weight_dependent_cam_passes():
+def test_a_weight_dependent_cam_moves_away_from_its_trained_self():
     result = cascade(get_method("cam")())
-    assert len(result["spearman"]) == 6
-    assert np.mean(result["spearman"]) < SANITY_THRESHOLD
+    assert len(result["spearman"]) == 6 and result["face_spearman"].shape == (6, 8)
+    summary = cascade_summary(result["face_spearman"])
+    assert summary["rho_final"] < 0.5 and summary["auc"] < 0.9
+    assert result["abs_spearman"] == pytest.approx(list(summary["abs_curve"]))
+    assert result["spearman"] == pytest.approx(list(summary["signed_curve"]))
 
 
 def test_a_weight_independent_centre_blob_fails():
     result = cascade(CentreBlob())
     assert result["spearman"] == pytest.approx([1.0] * 6)
     assert result["ssim"] == pytest.approx([1.0] * 6, abs=1e-5)
-    assert np.mean(result["spearman"]) >= SANITY_THRESHOLD
+    summary = cascade_summary(result["face_spearman"])
+    assert summary["rho_final"] == pytest.approx(1.0) and summary["auc"] == pytest.approx(1.0)
+
+
+def test_signs_cancel_in_a_signed_average_but_not_in_the_summary():
+    """+0.9 at one step and -0.9 at the other (and faces split in sign): the old signed mean over faces
+    and steps says 0, a "pass"; the maps kept (or mirrored) their ranking all along, and |rho| says 0.9."""
+    rho = np.array([[0.9, 0.9, -0.9, -0.9],
+                    [-0.9, -0.9, 0.9, 0.9]])           # (steps, faces)
+    assert rho.mean() == pytest.approx(0.0)             # what sanity_similarity reported
+    summary = cascade_summary(rho)
+    assert summary["signed_curve"] == pytest.approx([0.0, 0.0])
+    assert summary["abs_curve"] == pytest.approx([0.9, 0.9])
+    assert summary["rho_final"] == pytest.approx(0.9)
+    assert summary["auc"] == pytest.approx(0.9)
+    assert summary["face_final"] == pytest.approx([0.9] * 4)
+
+
+def test_summary_known_values():
+    # Three steps, one face: |rho| 1 -> 0.5 -> 0; area over x = 0, 0.5, 1 by the trapezoid = 0.5.
+    summary = cascade_summary(np.array([[1.0], [-0.5], [0.0]]))
+    assert summary["rho_final"] == pytest.approx(0.0)
+    assert summary["auc"] == pytest.approx(0.5)
+    # Mean over faces of each face's area = area of the mean curve (linear), so per-face values add up.
+    rho = np.random.default_rng(0).uniform(-1, 1, (5, 7))
+    summary = cascade_summary(rho)
+    x = np.linspace(0, 1, 5)
+    curve = np.abs(rho).mean(1)
+    assert summary["auc"] == pytest.approx(float(np.sum((curve[1:] + curve[:-1]) / 2 * np.diff(x))))
+    assert summary["auc"] == pytest.approx(summary["face_auc"].mean())
+    assert cascade_summary(np.array([[-0.3, 0.3]]))["auc"] == pytest.approx(0.3)      # one step: its value
+    assert np.isnan(cascade_summary(np.zeros((0, 3)))["rho_final"])

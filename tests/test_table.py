@@ -17,8 +17,10 @@ import pytest
 
 from bench.errors import UserError
 from bench.reporting.stats import paired_test, summarize
-from bench.reporting.table import (Reference, build_table, filter_frame, load_reference, metrics_for, to_csv, to_latex,
-                         to_markdown)
+from bench.reporting.metrics import metrics_for
+from bench.reporting.reference import Reference, load_reference
+from bench.reporting.render import to_csv, to_latex, to_markdown
+from bench.reporting.table import build_table, filter_frame
 
 GOLDEN = Path(__file__).parent / "golden"
 ORDER = ["cam", "gradcam", "apvit"]
@@ -121,7 +123,7 @@ def test_paper_reference_side_by_side():
     cam = next(line for line in md.splitlines() if line.startswith("| CAM |"))
     cells = [c.strip() for c in cam.strip("|").split("|")[1:]]
     assert cells[2:4] == ["88.20", "88.95"]                  # Table 1, RAF-DB, CAM
-    assert cells[-2:] == ["0.570", "0.850"]                  # Table 2, RAF-DB, CAM, layer 5
+    assert cells[-2:] == ["0.57", "0.85"]                    # Table 2, RAF-DB, CAM, layer 5, at the paper's precision
     apvit = next(line for line in md.splitlines() if line.startswith("| APViT |"))
     assert [c.strip() for c in apvit.strip("|").split("|")[1:]][6:8] == ["—", "—"]   # the paper has no APViT CAM-COS
 
@@ -215,8 +217,8 @@ def test_auto_layer_takes_each_methods_aligned_layer():
         pl.when(pl.col("method") == "apvit").then(pl.lit(0.33)).otherwise(None).alias("att_cos_tokens"))
     md = to_markdown(build_table(frame, "auto", ORDER, metrics=["att-cos"], reference=load_reference("paper")))
     assert "ATT-COS (aligned layer) ↑ w/o AU" in md
-    assert "| CAM | **0.450 ± 0.050** | **0.850 ± 0.050** | 0.570 | 0.850 |" in md
-    assert "| APViT | 0.330 | — | 0.380 | 0.850 |" in md
+    assert "| CAM | **0.450 ± 0.050** | **0.850 ± 0.050** | 0.57 | 0.85 |" in md
+    assert "| APViT | 0.330 | — | 0.38 | 0.85 |" in md
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,8 +357,8 @@ def test_failed_trial_is_one_entry_naming_all_its_methods():
 def test_caption_names_each_dataset_and_its_class_count():
     two = pl.concat([_frame(), _frame().with_columns(pl.lit("affectnet").alias("dataset"), pl.lit(8, pl.Int64).alias("num_classes"))])
     table = build_table(two, "layer5", ORDER, metrics=["cl"])
-    assert table.caption == "AffectNet (8 classes), RAF-DB (7 classes)"
-    assert "on AffectNet (8 classes), RAF-DB (7 classes): without" in to_latex(table)
+    assert table.caption == "RAF-DB (7 classes), AffectNet (8 classes)"      # the paper's order by default
+    assert "on RAF-DB (7 classes), AffectNet (8 classes): without" in to_latex(table)
     unknown = build_table(_frame().drop("num_classes"), "layer5", ORDER)
     assert to_markdown(unknown).startswith("RAF-DB\n\n")
 

@@ -6,7 +6,8 @@ from backbones import PretrainedWeightsError
 from backbones.ir50 import IR50
 from backbones.vit import ViTFeatures, cls_attention_map
 from bench.config.settings import resolve
-from bench.train.trial import build_model, make_method, make_optimizer
+from bench.train.model import build_model, make_method
+from bench.train.optim import make_optimizer
 from methods import get_method
 from methods.apvit import APViTNet, attentive_patch_pooling
 from methods.tscam import couple

@@ -40,7 +40,7 @@ def _one_line(err):
 
 
 def _trial_files(results):
-    return sorted(results.rglob("trials/*.json"))
+    return sorted(results.rglob("evaluations/*.json"))
 
 
 def test_au_trial_with_landmarks_of_other_images_stops(rafdb, tmp_path, cli):
@@ -49,7 +49,7 @@ def test_au_trial_with_landmarks_of_other_images_stops(rafdb, tmp_path, cli):
     code, _, err = cli("run", "--datasets", "rafdb", "--data-root", root, "--results-dir", results, *SMOKE,
                        "--set", "data.rafdb_images=original")
     line = _one_line(err)
-    assert code == 2 and "rafdb w/ AU: only 0 of" in line and "data.min_au_coverage=0.5" in line
+    assert code == 2 and "only 0 of" in line and "data.min_au_coverage=0.5" in line      # train or test split
     assert (f"bench landmarks rafdb --profile smoke --data-root {root}" in line
             and "--set data.rafdb_images=original" in line), line
     assert not results.exists()
@@ -71,7 +71,7 @@ def test_landmarks_json_with_other_keys_stops(tmp_path, cli):
     assert code == 2 and "folder w/ AU: only 0 of" in _one_line(err)
 
 
-def test_changed_landmarks_and_another_copy_of_the_data_rerun(rafdb, tmp_path, cli, monkeypatch):
+def test_changed_landmarks_rerun_and_another_copy_of_the_same_data_does_not(rafdb, tmp_path, cli, monkeypatch):
     root, basic, names, truth = rafdb
     results = tmp_path / "results"
     args = ["run", "--datasets", "rafdb", "--au", "on", "--executor", "local", "--results-dir", results, *SMOKE]
@@ -84,19 +84,22 @@ def test_changed_landmarks_and_another_copy_of_the_data_rerun(rafdb, tmp_path, c
     write_landmarks(basic, names, shifted, "aligned")
     code, _, err = cli(*args, "--data-root", root)
     assert code == 0 and "0 already finished, 1 to run" in err, err
-    # A second copy of the data, given through $BENCH_DATA: another root, another trial.
+    # A second copy of the same data, given through $BENCH_DATA: same content, nothing to train or evaluate.
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)
-    write_landmarks(next(copy.rglob("basic")), names, shifted, "aligned")
+    write_landmarks(next(copy.rglob("basic")), names, shifted, "aligned")     # landmark caches are per root
     monkeypatch.setenv("BENCH_DATA", str(copy))
     code, _, err = cli(*args)
-    assert code == 0 and "0 already finished, 1 to run" in err, err
+    assert code == 0 and "1 already finished, 0 to run" in err, err
+    # Its landmarks set back to the first ones: exactly the data of the first model, which is kept.
+    write_landmarks(next(copy.rglob("basic")), names, truth, "aligned")
+    code, _, err = cli(*args)
+    assert code == 0 and "1 already finished, 0 to run" in err, err
     records = [json.loads(p.read_text()) for p in _trial_files(results)]
-    roots = {r["data"]["data_root"] for r in records}
-    assert roots == {str(basic), str(next(copy.rglob("basic")))}
+    assert {r["data"]["data_root"] for r in records} == {str(basic)}
     assert len({r["data"]["landmark_digest"] for r in records}) == 2
     # Files are readable by collaborators (umask 022 -> 0644), the record and the figure arrays.
-    for path in [*_trial_files(results), *results.rglob("maps/*.npz")]:
+    for path in [*_trial_files(results), *results.rglob("evaluations/*.npz")]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o644 & ~_umask(), path
 
 

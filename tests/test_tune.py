@@ -23,7 +23,7 @@ def run(*args):
 
 
 def records(run_dir):
-    return [json.loads(p.read_text()) for p in sorted((run_dir / "trials").glob("*.json"))]
+    return [json.loads(p.read_text()) for p in sorted((run_dir / "evaluations").glob("*.json"))]
 
 
 def test_objectives():
@@ -132,7 +132,7 @@ def test_tune_searches_each_mode_on_validation_and_writes_per_mode_tables(tmp_pa
     assert (off["objective"] == off["val_cl"]).all()          # the baseline's objective is validation CL
     on = trials.filter(pl.col("au") == "on")
     assert (on["objective"] - (on["val_cl"] / 100 + on["val_att_cos"])).abs().max() < 1e-9
-    assert not (tmp_path / "tune-cam-synthetic" / "trials").exists()     # tuning writes no benchmark rows
+    assert not (tmp_path / "tune-cam-synthetic" / "evaluations").exists()     # tuning writes no benchmark rows
 
 
 @pytest.mark.slow

@@ -1,8 +1,10 @@
 """``bench cache list|prune``: the decoded-image cache entries, and removing them by age and size.
 
 Every (dataset, split, preprocessing) key has its own entry (``bench/data/entries.py``), so the
-cache grows as profiles and variants are tried; ``prune`` removes the entries unused for longest.
-An entry being built is skipped (its lock is held); removal is a rename first, so a trial never
+cache grows as profiles and variants are tried. ``list`` tells entries apart by the data root that
+built them, the image set (the folder under that root, e.g. RAF-DB's ``Image/original``), the image
+size and the decode key; ``prune`` removes the entries unused for longest, or (``--root``) those of
+one copy of the data. Entries written before these fields existed show "-". An entry being built is skipped (its lock is held); removal is a rename first, so a trial never
 opens half an entry, and one that already has it open keeps reading it.
 """
 from __future__ import annotations
@@ -61,14 +63,24 @@ def human_age(seconds: float) -> str:
     return f"{max(seconds, 0):.0f}s ago"
 
 
+def _images(e) -> str:
+    """The entry's image set and the dataset options that chose it ("-" where an old entry lacks them)."""
+    parts = [e.image_set] if e.image_set else []
+    if e.options:
+        parts.append(",".join(f"{k}={v}" for k, v in sorted(e.options.items())))
+    return " ".join(parts) or "-"
+
+
 def _table(found, now: float, title: str) -> str:
     """Plain aligned columns (one entry a line, never wrapped), under ``title``."""
-    header = ("dataset", "split", "key", "image size", "images", "size on disk", "last used")
-    rows = [(e.dataset, e.split, e.key, str(e.image_size), str(e.images), human_size(e.bytes),
+    header = ("dataset", "split", "data root", "images", "px", "count", "key", "size on disk", "built",
+              "last used")
+    rows = [(e.dataset, e.split, e.root or "-", _images(e), str(e.image_size), str(e.images), e.key,
+             human_size(e.bytes), human_age(now - e.built) if e.built else "-",
              f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(e.last_used))} ({human_age(now - e.last_used)})")
             for e in found]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    right = {3, 4, 5}
+    right = {4, 5, 7}
     lines = [title] + ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
                        .rstrip() for r in ([header, *rows] if rows else [])]
     return "\n".join(lines)
@@ -77,15 +89,23 @@ def _table(found, now: float, title: str) -> str:
 @cache_app.command("list")
 def list_command(
     dataset: Optional[str] = typer.Option(None, help="Only this dataset's entries."),
+    root: Optional[str] = typer.Option(None, "--root", help="Only entries decoded from data at or under this folder."),
 ) -> None:
-    """Cache entries, least recently used first: dataset, split, key, image size, images, size, last use."""
+    """Cache entries, least recently used first: dataset, split, data root, image set, image size,
+    images, decode key, size on disk, when built and last used."""
     from bench.data.cache import cache_root
     from bench.data.entries import list_entries
 
-    root = cache_root()
-    found = list_entries(root, dataset)
+    where = cache_root()
+    found = list_entries(where, dataset, _root(root))
     now = time.time()
-    stdout.print(_table(found, now, f"{root}: {len(found)} entries, {human_size(sum(e.bytes for e in found))}"))
+    stdout.print(_table(found, now, f"{where}: {len(found)} entries, {human_size(sum(e.bytes for e in found))}"))
+
+
+def _root(root: Optional[str]):
+    from pathlib import Path
+
+    return None if root is None else Path(root).expanduser().resolve()
 
 
 @cache_app.command("prune")
@@ -94,22 +114,27 @@ def prune_command(
     keep_size: Optional[str] = typer.Option(None, "--keep-size", help="Then remove least recently used entries "
                                             "until the rest fits (50G)."),
     dataset: Optional[str] = typer.Option(None, help="Only this dataset's entries."),
+    root: Optional[str] = typer.Option(None, "--root", help="Only entries decoded from data at or under this folder "
+                                       "(with neither --older-than nor --keep-size: all of them)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be removed; remove nothing."),
 ) -> None:
     """Remove cache entries by age and total size (entries being built are left alone)."""
-    if older_than is None and keep_size is None:
-        raise UserError("bench cache prune needs --older-than AGE (e.g. 30d) and/or --keep-size SIZE (e.g. 50G)")
+    if older_than is None and keep_size is None and root is None:
+        raise UserError("bench cache prune needs --older-than AGE (e.g. 30d), --keep-size SIZE (e.g. 50G) "
+                        "and/or --root DIR (the entries decoded from that data)")
     age = parse_duration(older_than) if older_than is not None else None
     keep = parse_size(keep_size) if keep_size is not None else None
+    if root is not None and age is None and keep is None:
+        age = -1.0                                  # --root alone: every entry of that data
     from bench.data.cache import cache_root
     from bench.data.entries import list_entries, remove, select_for_pruning, stale_temporaries
 
-    root = cache_root()
+    where = cache_root()
     now = time.time()
-    chosen = select_for_pruning(list_entries(root, dataset), age, keep, now)
+    chosen = select_for_pruning(list_entries(where, dataset, _root(root)), age, keep, now)
     stdout.print(_table(chosen, now, f"{'would remove' if dry_run else 'removing'} {len(chosen)} entries, "
                                      f"{human_size(sum(e.bytes for e in chosen))}"))
-    leftovers = [] if dataset is not None else stale_temporaries(root)
+    leftovers = [] if dataset is not None or root is not None else stale_temporaries(where)
     if dry_run:
         if leftovers:
             stdout.print(f"and {len(leftovers)} leftover(s) of interrupted builds")

@@ -65,6 +65,7 @@ def run(
     eval_: str = typer.Option("base", "--eval", help="base (CL, CAM-COS, ATT-COS) | extended (+ faithfulness, sanity, AU localisation)."),
     log: List[str] = typer.Option([], help="Ray: stream metrics to tensorboard | mlflow | wandb (repeatable or comma-separated)."),
     list_settings: bool = typer.Option(False, "--list-settings", help="List every --set key with its value in --profile, then exit."),
+    reuse_older_code: bool = typer.Option(False, "--reuse-older-code", help="Evaluate kept models whose code alone changed instead of training them again (their rows are marked)."),
 ) -> None:
     from bench.config.settings import parse_override
     from bench.integrations.tune import config_overrides
@@ -96,8 +97,6 @@ def run(
         callbacks_for = lambda run_dir: tune_callbacks(log_kinds, run_dir)   # noqa: E731 - checked below
         callbacks_for(results_dir.resolve() / "_check")                      # a missing extra: one line, now
     from bench.sweep.executors import LocalExecutor, RayExecutor
-    from bench.sweep.preflight import plan_sweep
-    from bench.store.records import RunStore
 
     if executor == "ray":
         runner = RayExecutor(console, cpus_per_trial, gpus_per_trial, max_concurrent, address, max_failures)
@@ -105,32 +104,50 @@ def run(
             runner.check_resources()      # GPUs the cluster lacks: one line now, not after the planning
     else:
         runner = LocalExecutor(console, int(max(1, cpus_per_trial)))
+    run_dir = results_dir / (run_name or Path(profile).stem)
+    run_sweep(runner, run_dir, method_list, dataset_list, au_modes, seed_list, profile, overrides, share,
+              gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial, train=True,
+              reuse_older_code=reuse_older_code, callbacks_for=callbacks_for, executor=executor)
+
+
+def run_sweep(runner, run_dir: Path, method_list, dataset_list, au_modes, seed_list, profile: str, overrides: tuple,
+              share: bool, *, gpus_per_trial: float, cpus_per_trial: float, train: bool, reuse_older_code: bool,
+              callbacks_for=None, executor: str = "ray") -> None:
+    """Plan (what to train, what to evaluate, why), run the jobs, summarise; exit 1 if any failed."""
+    from bench.plan.spec import setting_digest
+    from bench.sweep.preflight import plan_sweep
 
     # A profile given as a file travels to workers as an absolute path (Tune changes their cwd).
     profile_key = str(Path(profile).resolve()) if profile.endswith(".toml") else profile
+    device_type = "cuda" if gpus_per_trial > 0 else "cpu"
+    threads = int(max(1, cpus_per_trial))
     with console.status("planning the sweep") as status:
-        plan = plan_sweep(method_list, dataset_list, au_modes, seed_list, profile_key, overrides, share,
+        plan = plan_sweep(method_list, dataset_list, au_modes, seed_list, profile_key, overrides, share, run_dir,
+                          device_type=device_type, threads=threads, train=train, reuse_older_code=reuse_older_code,
                           say=lambda line: status.update(line))
     for note in plan.notes:
         console.print(note, highlight=False)
-    specs = plan.specs
-    run_dir = results_dir / (run_name or Path(profile).stem)
-    _warn_other_settings(run_dir, specs[0].setting)
-    store = RunStore(run_dir)
-    done = store.finished_ids()
-    todo = [s for s in specs if s.id not in done]
-    console.print(f"run [bold]{run_dir}[/] (setting {specs[0].setting}): {len(specs)} trials, "
-                  f"{len(specs) - len(todo)} already finished, {len(todo)} to run ({executor})")
+    setting = setting_digest(profile_key, overrides)
+    _warn_other_settings(run_dir, setting)
+    jobs = plan.jobs
+    trains = sum(job.train for job in jobs)
+    evaluations = sum(len(job.evaluate) for job in jobs)
+    console.print(f"run [bold]{run_dir}[/] (setting {setting}): {len(plan.models)} models, {trains} to train; "
+                  f"evaluations: {plan.done} already finished, {evaluations} to run ({executor})", highlight=False)
+    for job in jobs:
+        console.print(f"  {job.label}: {job.reason}", highlight=False, markup=False)
     outcomes = []
-    if todo:
+    if jobs:
         if callbacks_for is not None:
             runner.callbacks = callbacks_for(run_dir.resolve())
-        outcomes = runner.run(todo, run_dir)
+        outcomes = runner.run(jobs, run_dir)
     failed = [o for o in outcomes if o.status != "ok"]
-    console.print(f"done: {len(outcomes) - len(failed)} trained, {len(specs) - len(todo)} skipped (finished), "
-                  f"{len(failed)} failed")
+    trained = sum(o.job.train for o in outcomes if o.status == "ok")
+    evaluated = sum(len(o.job.evaluate) for o in outcomes if o.status == "ok")
+    console.print(f"done: {trained} trained, {evaluated} evaluated, {plan.done} skipped (finished), {len(failed)} failed",
+                  highlight=False)
     for o in failed:
-        console.print(f"[red]failed[/] {o.spec.label}: {o.error}", highlight=False)
+        console.print(f"[red]failed[/] {o.job.label}: {o.error}", highlight=False)
     if failed:
         raise typer.Exit(1)
 
@@ -181,7 +198,7 @@ def _warn_other_settings(run_dir: Path, setting: str) -> None:
     say so, since tables of that folder then need --config to pick one."""
     from bench.store.settings import settings_in_run
 
-    others = [s for s in settings_in_run(run_dir) if s.setting != setting] if (run_dir / "trials").is_dir() else []
+    others = [s for s in settings_in_run(run_dir) if s.setting != setting]
     if others:
         names = ", ".join(f"{s.setting} ({s.description})" for s in others)
         console.print(f"[yellow]warning:[/] {run_dir} already holds results of another setting: {names}; this run adds "
@@ -229,9 +246,11 @@ def perf(
 
 def _register_commands() -> None:
     """Commands that live in their own modules (one concern per file)."""
-    from bench.cli import cache, landmarks, plugins, report, tune
+    from bench.cli import cache, eval as evaluate, importer, landmarks, plugins, report, tune
 
     cache.register(app)
+    evaluate.register(app)
+    importer.register(app)
     landmarks.register(app)
     report.register(app)
     plugins.register(app)

@@ -30,7 +30,7 @@ def _split(values: List[str] | None) -> list[str]:
 
 def resolve_runs(results_dir: Path, runs: List[str] | None) -> list[Path]:
     """Run folders by name (default: the latest run); an unknown name is a user error."""
-    from bench.store.records import run_dirs
+    from bench.store.records import is_run_dir, run_dirs
 
     names = _split(runs)
     if not names:
@@ -41,7 +41,7 @@ def resolve_runs(results_dir: Path, runs: List[str] | None) -> list[Path]:
     out = []
     for name in dict.fromkeys(names):
         run_dir = results_dir / name
-        if not (run_dir / "trials").is_dir():
+        if not is_run_dir(run_dir):
             known = ", ".join(p.name for p in run_dirs(results_dir)) or "none"
             raise UserError(f"no run {name!r} under {results_dir}/ (runs: {known})")
         out.append(run_dir)
@@ -99,34 +99,78 @@ def load_frame(run_dirs: list[Path], methods: list[str], datasets: list[str], se
         if methods or datasets:
             raise UserError(f"{where} has no results to filter")
         return frame
-    return filter_frame(frame, methods, datasets, where)
+    return side_by_side(filter_frame(frame, methods, datasets, where))
 
 
-def _catalog() -> dict[str, tuple[str, str]]:
-    from methods import get_method, method_names
+def side_by_side(frame):
+    """Runs that hold the same cells (e.g. ``--run imported,mine``) become rows of their own: the
+    method is named with its run (``cam@imported``, "CAM [imported]"), so both show, side by side."""
+    import polars as pl
 
-    return {name: (get_method(name).title, get_method(name).family) for name in method_names()}
+    if frame.is_empty() or "run" not in frame.columns or frame["run"].n_unique() < 2:
+        return frame
+    keys = ["method", "dataset", "au", "seed"]
+    clash = frame.group_by(keys).agg(pl.col("run").n_unique().alias("_runs")).filter(pl.col("_runs") > 1)
+    if clash.is_empty():
+        return frame
+    clashing = set(clash["method"].to_list())
+    named = pl.col("method").is_in(list(clashing))
+    title = pl.col("title") if "title" in frame.columns else pl.col("method")
+    return frame.with_columns(
+        pl.when(named).then(pl.col("method") + "@" + pl.col("run")).otherwise(pl.col("method")).alias("method"),
+        pl.when(named).then(title + " [" + pl.col("run") + "]").otherwise(title).alias("title"))
 
 
-def build(frame, results_dir: Path, *, metric: list[str], layer: str, spread: str, test: str, alpha: float,
-          reference: str | None, reference_mode: str):
-    """The ``Table`` behind every format (shared with ``bench report``)."""
-    from bench.reporting.table import METRIC_KEYS, build_table, load_reference
-    from methods import method_names
+def face_source(run_dirs: list[Path]):
+    """Per-face results of a result row, read through its run's store (None where it has none:
+    rows without ``eval_id``, or evaluations written before per-face records were kept)."""
+    from bench.store.records import RunStore
 
-    ref = load_reference(reference, results_dir) if reference else None
-    return build_table(frame, layer, method_names(), metrics=metric or list(METRIC_KEYS), spread=spread,
-                       test=test, alpha=alpha, reference=ref, reference_mode=reference_mode, catalog=_catalog())
+    stores = {d.name: RunStore(d) for d in run_dirs}
+    cache: dict = {}
+
+    def faces(row: dict):
+        store, eval_id = stores.get(row.get("run")), row.get("eval_id")
+        reader = getattr(store, "faces", None)
+        if reader is None or not eval_id:
+            return None
+        key = (row.get("run"), eval_id)
+        if key not in cache:
+            cache[key] = reader(eval_id)
+        frame = cache[key]
+        if frame is not None and "method" in frame.columns and row.get("method"):
+            frame = frame.filter(frame["method"] == row["method"])     # one evaluation, several extractors
+        return frame
+
+    return faces
+
+
+def build(frame, *, metric: list[str], layer: str, spread: str, test: str, alpha: float,
+          reference: str | None, reference_mode: str, datasets: list[str] | None = None, faces=None):
+    """The ``Table`` behind every format (shared with ``bench report``). Method titles, families and
+    order come from the rows and the packaged reference (no method registry: reporting needs no torch)."""
+    from bench.reporting.metrics import METRIC_KEYS
+    from bench.reporting.reference import load_reference, method_catalog
+    from bench.reporting.table import build_table
+
+    ref = load_reference(reference) if reference else None
+    catalog = method_catalog()
+    return build_table(frame, layer, list(catalog), metrics=metric or list(METRIC_KEYS), spread=spread,
+                       test=test, alpha=alpha, reference=ref, reference_mode=reference_mode, catalog=catalog,
+                       datasets=datasets, faces=faces)
 
 
 def _write(path: Path, text: str) -> None:
-    from bench.store.records import atomic_write_text
+    from bench.files import atomic_write_text
 
     atomic_write_text(path, text)
     console.print(f"wrote [bold]{path}[/]")
 
 
 RUN_HELP = "Run folder name(s), repeatable or comma-separated; several runs are merged (default: the latest run)."
+TEST_HELP = ("Paired test of AU on vs off: faces (McNemar for CL, a class-stratified bootstrap for the rest, "
+             "on the test faces of one seed) | seeds (paired t-test over seeds; or t | wilcoxon); "
+             "auto: faces when every cell has one seed, else seeds.")
 CONFIG_HELP = ("Only the trials of this setting (a prefix of the record's setting, or of a config hash); "
                "default: each run folder's newest setting.")
 
@@ -137,21 +181,22 @@ def table(
     format: str = typer.Option("markdown", help="markdown | latex | csv."),
     layer: str = typer.Option("auto", help="Layer whose ATT-COS is shown; auto: each method's alignment layer (layer5 for the CNNs)."),
     methods: Optional[List[str]] = typer.Option(None, help="Only these methods (comma-separated)."),
-    datasets: Optional[List[str]] = typer.Option(None, help="Only these datasets (comma-separated)."),
+    datasets: Optional[List[str]] = typer.Option(None, help="Only these datasets (comma-separated), in this order "
+                                                 "(default: all, the paper's order: RAF-DB, AffectNet, then by name)."),
     metric: Optional[List[str]] = typer.Option(None, help="Metrics: cl, cam-cos, att-cos (default: these three); "
                                                 "from `bench run --eval extended`: deletion, insertion, road, sanity, "
-                                                "pointing, mass, rank."),
+                                                "sanity-auc, pointing, mass, rank."),
     spread: str = typer.Option("std", help="Spread over seeds: std | ci (95% confidence interval)."),
-    test: str = typer.Option("t", help="Paired test of AU on vs off over seeds: t | wilcoxon."),
+    test: str = typer.Option("auto", help=TEST_HELP),
     alpha: float = typer.Option(0.05, help="Significance threshold of the paired test."),
-    reference: Optional[str] = typer.Option(None, help="'paper' (results/reference/paper.csv) or a CSV of published numbers."),
+    reference: Optional[str] = typer.Option(None, help="'paper' (the paper's Tables 1-2, shipped with bench) or a CSV of published numbers."),
     reference_mode: str = typer.Option("side", help="side (reference columns next to ours) | delta (ours − reference)."),
     config: Optional[str] = typer.Option(None, help=CONFIG_HELP),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
     """Print the comparison table of one or several runs (the paper's Tables 1-2)."""
+    from bench.reporting.render import RENDERERS, to_rich
     from bench.store.settings import select_settings
-    from bench.reporting.table import RENDERERS, to_rich
 
     if format not in RENDERERS:
         raise UserError(f"bad --format {format!r}: expected {', '.join(RENDERERS)}")
@@ -159,8 +204,9 @@ def table(
     header = f"run {', '.join(str(d) for d in run_dirs)}" if format == "markdown" and output is None else None
     selection = select_settings(run_dirs, config)
     frame = load_frame(run_dirs, _split(methods), _split(datasets), selection)
-    result = build(frame, results_dir, metric=_split(metric), layer=layer, spread=spread, test=test, alpha=alpha,
-                   reference=reference, reference_mode=reference_mode)
+    result = build(frame, metric=_split(metric), layer=layer, spread=spread, test=test, alpha=alpha,
+                   reference=reference, reference_mode=reference_mode, datasets=_split(datasets),
+                   faces=face_source(run_dirs))
     say_choice(selection, header)
     if output is not None:
         _write(output, RENDERERS[format](result))
@@ -201,25 +247,29 @@ def report(
     out: Optional[Path] = typer.Option(None, help="Markdown file to write (default: <results>/<run>/report.md)."),
     layer: str = typer.Option("auto", help="Layer whose ATT-COS is shown; auto: each method's alignment layer."),
     spread: str = typer.Option("std", help="Spread over seeds: std | ci."),
-    test: str = typer.Option("t", help="Paired test: t | wilcoxon."),
+    test: str = typer.Option("auto", help=TEST_HELP),
     alpha: float = typer.Option(0.05, help="Significance threshold of the paired test."),
     reference: Optional[str] = typer.Option(None, help="'paper' or a CSV of published numbers, shown side by side."),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Also write and embed the figures."),
     config: Optional[str] = typer.Option(None, help=CONFIG_HELP),
 ) -> None:
     """Write one Markdown report: tables, figures, data, provenance and wall times."""
+    from bench.reporting.metrics import METRIC_KEYS
     from bench.reporting.report import write_report
-    from bench.store.settings import select_settings
     from bench.reporting.table import extended_present
+    from bench.store.settings import select_settings
 
     run_dirs = resolve_runs(results_dir, run)
     selection = select_settings(run_dirs, config)
     frame = load_frame(run_dirs, [], [], selection)
     options = dict(layer=layer, spread=spread, test=test, alpha=alpha, reference=reference, reference_mode="side")
-    result = build(frame, results_dir, metric=[], **options)
+    faces = face_source(run_dirs)
+    result = build(frame, metric=[], faces=faces, **options)
     present = extended_present(frame)
-    extended = build(frame, results_dir, metric=present, **{**options, "reference": None}) if present else None
+    plain = {**options, "reference": None}
+    extended = build(frame, metric=present, faces=faces, **plain) if present else None
+    agreement = build(frame, metric=[*METRIC_KEYS, *present], **plain) if not frame.is_empty() else None
     path = write_report(run_dirs, result, out or run_dirs[0] / "report.md", with_figures=figures,
-                        extended=extended, selection=selection)
+                        extended=extended, selection=selection, agreement=agreement, faces=faces)
     say_choice(selection)
     console.print(f"wrote [bold]{path}[/]")

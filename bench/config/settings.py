@@ -1,6 +1,6 @@
 """Resolved configuration: profile TOML + ``--set key=value`` overrides -> typed, frozen sections.
 
-A profile (``bench/profiles/<name>.toml`` or a path) lists every field; ``--set`` may only change
+A profile (``bench/config/profiles/<name>.toml`` or a path) lists every field; ``--set`` may only change
 fields that exist (a typo is an error, never a silent no-op). Method hyperparameters live under
 ``methods.<name>`` and are checked against that plugin's ``Config``. Tables under
 ``datasets.<name>.<section>`` apply to that dataset only (the paper's λ is 4 on RAF-DB and 9 on
@@ -71,6 +71,7 @@ class TrainConfig:
     channels_last: bool = True    # on CUDA
     deterministic: bool = False   # CUDA: deterministic kernels only (slower). CPU runs repeat exactly at a fixed thread count
     checkpoint: bool = True       # save a resumable checkpoint every epoch
+    keep_models: bool = True      # keep the selected weights in <run>/models/ for later evaluations
     select_on: str = "val"        # val | test (test reproduces the reference; the row says so)
 
 
@@ -87,6 +88,18 @@ class EvalConfig:
     layers: tuple[str, ...] = ()  # ATT-COS layers; empty: every feature map the model returns
     extended: bool = False        # also faithfulness, sanity and AU-localisation metrics (--eval extended)
     sample_size: int = 256        # test faces (seeded choice) the extended metrics use; 0: all
+    faithfulness_target: str = "true"  # true | predicted: the class deletion/insertion/ROAD explain and score
+                                       # (true: the CAM the other metrics judge; predicted: RISE's top-1)
+    pointing_tolerance: float = 0.0    # pointing game: pixels at the input size a peak may miss an AU region by
+                                       # (Zhang et al.: 15 at 224, i.e. 15 * side / 224); 0: strict
+
+    def __post_init__(self):
+        if self.faithfulness_target not in ("true", "predicted"):
+            raise UserError(f"eval.faithfulness_target = {self.faithfulness_target!r} is not allowed; "
+                            f"use true or predicted (--set eval.faithfulness_target=predicted)")
+        if not self.pointing_tolerance >= 0:
+            raise UserError(f"eval.pointing_tolerance = {self.pointing_tolerance} must be >= 0 pixels; "
+                            f"e.g. --set eval.pointing_tolerance=15 at 224 px")
 
 
 @dataclass(frozen=True)

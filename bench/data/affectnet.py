@@ -26,6 +26,7 @@ from bench.data.cache import (IMAGE_EXTENSIONS, Catalog, Item, data_root, datase
                               register_catalog)
 from bench.data.registry import Splits, register_dataset
 from bench.errors import UserError
+from bench.files import atomic_write
 
 #: AffectNet code -> canonical index (0 Neutral, 1 Happy, 2 Sad, 3 Surprise, 4 Fear, 5 Disgust, 6 Anger, 7 Contempt).
 AFFECTNET_TO_CANONICAL = {0: 0, 1: 1, 2: 6, 3: 2, 4: 3, 5: 5, 6: 4}
@@ -71,23 +72,36 @@ def _check_code(code: int, where: str) -> None:
                         f"{EXPECTED_CODES}; fix or remove that annotation")
 
 
+def _header_columns(first_row: list[str]) -> dict[str, int] | None:
+    """Column name -> index when ``first_row`` is a header (any order; recognised by its names),
+    None when it is a data row (a header-less copy in the official order)."""
+    names = [cell.strip().lstrip("\ufeff").strip() for cell in first_row]
+    if not set(names) & set(CSV_COLUMNS):
+        return None
+    return {name: i for i, name in enumerate(names) if name}
+
+
 def _read_csv(path: Path, images: Path, mapping: dict[int, int]) -> tuple[list[Item], dict[str, int]]:
+    """Items of ``training.csv``/``validation.csv``; errors name the file and its real line (header = 1)."""
     items, dropped = [], {}
     with open(path, newline="") as fh:
-        rows = csv.reader(fh)
-        header = next(rows, None)
-        if header is None:
+        reader = csv.reader(fh)
+        first = next(reader, None)
+        if first is None:
             return [], {}
-        if header[0].strip() == CSV_COLUMNS[0]:
-            col = {name.strip(): i for i, name in enumerate(header)}
+        col = _header_columns(first)
+        if col is not None:
             missing = [c for c in CSV_COLUMNS if c not in col]
             if missing:
-                raise UserError(f"affectnet: {path} lacks column(s) {', '.join(missing)}; expected {', '.join(CSV_COLUMNS)}")
+                raise UserError(f"affectnet: {path}:1 (header) lacks column(s) {', '.join(missing)}; expected "
+                                f"{', '.join(CSV_COLUMNS)} (any order)")
+            rows = ((reader.line_num, row) for row in reader)
         else:                                         # header-less copy: the official column order
             col = {name: i for i, name in enumerate(CSV_COLUMNS)}
-            rows = iter([header, *rows])
-        for n, row in enumerate(rows, 2):
-            if not row:
+            first_line = reader.line_num
+            rows = iter([(first_line, first), *((reader.line_num, row) for row in reader)])
+        for n, row in rows:
+            if not row or not any(cell.strip() for cell in row):
                 continue
             try:
                 code = int(float(row[col["expression"]]))
@@ -135,11 +149,7 @@ def _read_npy_split(split_dir: Path, mapping: dict[int, int], index_dir: Path) -
                         points[i] = lnd.reshape(68, 2)
                 except (OSError, ValueError):
                     pass
-        index_dir.mkdir(parents=True, exist_ok=True)
-        tmp = index.with_name(f".{index.name}.tmp{os.getpid()}")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, ids=np.asarray(ids, dtype=str), codes=codes, points=points)
-        os.replace(tmp, index)
+        atomic_write(index, lambda fh: np.savez(fh, ids=np.asarray(ids, dtype=str), codes=codes, points=points))
     files = {}
     for entry in os.scandir(img):
         stem, ext = os.path.splitext(entry.name)

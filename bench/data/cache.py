@@ -4,10 +4,11 @@ A dataset module lists its images as ``Item``s (file, label, optional face box, 
 landmarks, optional subject) per split; ``load_splits`` turns that catalogue into ``Splits``:
 
 1. every split is decoded, cropped to its box and resized to ``image_size`` once, into the entry
-   ``<cache>/<dataset>-<root hash>/<split>-<key>/images.npy`` (``entries.py``: built under a lock
-   into a temporary folder, ``COMPLETE`` last, renamed into place; other keys are kept). The key
-   hashes the file list, sizes, mtimes, boxes and preprocessing parameters, so any change gets its
-   own entry. Decoding streams: images go to the file with ``pwrite`` as they are decoded, so the
+   ``<cache>/<dataset>/<split>-<key>/images.npy`` (``entries.py``: built under a lock into a
+   temporary folder, ``COMPLETE`` last, renamed into place; other keys are kept). The key hashes
+   the relative paths, sizes, content digests (``digests.py``), boxes and preprocessing
+   parameters, never the root or mtimes: a copy of the data elsewhere reuses the entry, and any
+   change of content gets its own. Decoding streams: images go to the file with ``pwrite`` as they are decoded, so the
    builder never holds the dataset in memory;
 2. unreadable images (corrupt, truncated, zero bytes, missing) are skipped, counted and their
    paths recorded; past ``data.max_skipped`` of a split the run stops with one line. Their rows
@@ -27,7 +28,6 @@ import hashlib
 import json
 import os
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -39,6 +39,7 @@ from au.codebook import CLASS_NAMES
 from au.landmark_cache import LandmarkCache
 from bench.data import entries
 from bench.data.arrays import Arrays, RowView
+from bench.data.digests import content_digests
 from bench.data.npy import NpyWriter
 from bench.data.registry import SPLITS, Splits, make_stats
 from bench.data.sanitise import digest, sanitise, without_landmarks
@@ -116,7 +117,13 @@ def cache_root() -> Path:
     return Path(raw).expanduser() if raw else Path.home() / ".cache" / "au-cam-bench"
 
 
+def decoded_dir(dataset: str) -> Path:
+    """Decoded entries of a dataset, keyed by content (any copy of the data shares them)."""
+    return cache_root() / dataset
+
+
 def dataset_cache_dir(dataset: str, root: Path) -> Path:
+    """What belongs to one root of a dataset (detected landmarks, a parsed annotation index)."""
     digest_ = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:10]
     return cache_root() / f"{dataset}-{digest_}"
 
@@ -127,26 +134,24 @@ def landmark_cache(dataset: str, root: Path, detector: str) -> LandmarkCache:
 
 # --- decoding --------------------------------------------------------------------------------------
 
-def _stat(path: Path) -> tuple[int, int]:
-    try:
-        st = path.stat()
-        return st.st_size, st.st_mtime_ns
-    except OSError:
-        return -1, -1
+def digest_index(root: Path) -> Path:
+    """Where the content digests of the files under ``root`` are remembered (``bench.data.digests``)."""
+    return cache_root() / "digests" / f"{hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:10]}.json"
 
 
 def cache_key(items: list[Item], image_size: int, root: Path) -> str:
-    """Hash of everything that changes the decoded pixels: files, sizes, mtimes, boxes, parameters."""
+    """Hash of everything that changes the decoded pixels: relative paths, sizes, content digests,
+    boxes, parameters. Not the root or mtimes: a copy of the data elsewhere has the same key."""
     h = hashlib.sha256()
     h.update(json.dumps({"v": CACHE_VERSION, "size": image_size, "resample": RESAMPLE}).encode())
-    for item in items:
-        size, mtime = _stat(item.path)
+    contents = content_digests([item.path for item in items], digest_index(root))
+    for item, (size, content) in zip(items, contents):
         try:
             rel = str(item.path.relative_to(root))
         except ValueError:
             rel = str(item.path)
         box = None if item.box is None else [round(float(v), 3) for v in item.box]
-        h.update(json.dumps([rel, size, mtime, box]).encode())
+        h.update(json.dumps([rel, size, content, box]).encode())
     return h.hexdigest()[:20]
 
 
@@ -177,37 +182,43 @@ def map_landmarks(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 
 def _workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
+    """Decode workers: the CPUs this process may use (its affinity, e.g. a Slurm or Ray allotment), at most 16."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(16, cpus))
 
 
 def _decoder(items: list[Item], image_size: int, meta: dict):
-    """The entry builder: decode every item into ``images.npy`` (row i = item i), streaming."""
+    """The entry builder: decode every item into ``images.npy`` (row i = item i), streaming, in
+    parallel (``decode_pool``: forked workers each decode and ``pwrite`` a shard of rows)."""
+    from bench.data.decode_pool import decode_rows, make_pool
+
     def build(tmp: Path) -> dict:
         n = len(items)
         affine = np.zeros((n, 4), dtype=np.float64)
         ok = np.zeros(n, dtype=bool)
         errors: list[tuple[int, str]] = []
         with NpyWriter(tmp / "images.npy", (n, image_size, image_size, 3)) as out:
-            def work(start: int) -> list[tuple[int, str]]:
-                failed = []
-                for i in range(start, min(start + DECODE_CHUNK, n)):
-                    try:
-                        image, affine[i] = decode_image(items[i].path, items[i].box, image_size)
-                        out[i] = image
-                        ok[i] = True
-                    except Exception as exc:    # corrupt, truncated, zero bytes, unreadable, missing
-                        failed.append((i, " ".join(f"{type(exc).__name__}: {exc}".split())))
-                return failed
+            def collect(results) -> None:
+                for i, row_affine, error in results:
+                    if error is None:
+                        affine[i], ok[i] = row_affine, True
+                    else:
+                        errors.append((i, error))
 
             workers = _workers()
-            with ThreadPoolExecutor(workers) as pool:
+            chunk = max(DECODE_CHUNK, min(256, -(-n // (workers * 8))))       # a few shards per worker, at least
+            with make_pool(workers) as pool:
                 pending: deque = deque()
-                for start in range(0, n, DECODE_CHUNK):     # bounded: never one future per image
-                    pending.append(pool.submit(work, start))
+                for start in range(0, n, chunk):            # bounded: never one future per image
+                    rows = [(i, items[i].path, items[i].box) for i in range(start, min(start + chunk, n))]
+                    pending.append(pool.submit(decode_rows, str(out.path), out.offset, image_size, rows))
                     if len(pending) >= DECODE_WINDOW * workers:
-                        errors += pending.popleft().result()
+                        collect(pending.popleft().result())
                 while pending:
-                    errors += pending.popleft().result()
+                    collect(pending.popleft().result())
         kept = np.flatnonzero(ok)
         np.savez(tmp / "index.npz", source=kept, affine=affine[kept])
         errors.sort()
@@ -228,12 +239,14 @@ class Decoded:
 
 
 def decode_split(items: list[Item], image_size: int, folder: Path, split: str, root: Path,
-                 dataset: str = "") -> Decoded:
+                 dataset: str = "", options: dict | None = None) -> Decoded:
     """The decoded split from its entry under ``folder`` (built there first if absent or torn)."""
     key = cache_key(items, image_size, root)
     entry = folder / f"{split}-{key}"
     meta = {"dataset": dataset or folder.name.rsplit("-", 1)[0], "split": split, "key": key,
-            "image_size": image_size, "root": str(root)}
+            "image_size": image_size, "root": str(root),
+            "image_set": entries.image_set((item.path for item in items), root),   # for bench cache list
+            "cropped": any(item.box is not None for item in items), "options": options}
     built = False
     for attempt in range(2):
         built = entries.ensure(entry, _decoder(items, image_size, meta)) or built
@@ -272,15 +285,15 @@ def resolve_landmarks(name: str, catalog: Catalog, config, layout_hint: str) -> 
         return own, "dataset"
     if choice == "dataset":
         raise UserError(f"{name} at {catalog.root} has no landmarks of its own; run `bench landmarks {name} "
-                        f"--data-root {catalog.root}` and use --set data.landmarks=auto")
+                        f"--data-root {catalog.root} --profile <your run's profile>` and use --set data.landmarks=auto")
     detectors = ["dlib", "face-alignment"] if choice == "auto" else [choice]
     for det in detectors:
         cache = landmark_cache(name, catalog.root, det)
         if cache.exists():
             return (lambda items, cache=cache: cache.get([it.id for it in items])[0]), det
     raise UserError(f"no landmarks for {name} at {catalog.root}: run `bench landmarks {name} --data-root {catalog.root}"
-                    f"{'' if choice == 'auto' else ' --detector ' + choice}` once (or --set data.landmarks=none to "
-                    f"train without AU maps)")
+                    f"{'' if choice == 'auto' else ' --detector ' + choice} --profile <your run's profile>` once, so "
+                    f"the same images are detected (or --set data.landmarks=none to train without AU maps)")
 
 
 # --- the whole pipeline -----------------------------------------------------------------------------
@@ -312,7 +325,7 @@ def _check_skipped(name: str, split: str, meta: dict, limit: float) -> None:
 
 def load_splits(name: str, catalog: Catalog, config, seed: int, layout_hint: str) -> Splits:
     """Decode (or reuse) every split, attach sanitised landmarks, carve validation from train."""
-    folder = dataset_cache_dir(name, catalog.root)
+    folder = decoded_dir(name)
     lookup, source = resolve_landmarks(name, catalog, config, layout_hint)
     arrays: dict[str, Arrays] = {}
     skipped: dict[str, int] = {}
@@ -321,7 +334,7 @@ def load_splits(name: str, catalog: Catalog, config, seed: int, layout_hint: str
     for split, items in catalog.splits.items():
         if not items:
             raise UserError(f"{name}: the {split} split at {catalog.root} has no images; expected {layout_hint}")
-        decoded = decode_split(items, config.image_size, folder, split, catalog.root, name)
+        decoded = decode_split(items, config.image_size, folder, split, catalog.root, name, catalog.options)
         meta = decoded.meta
         skipped[split], skipped_paths[split] = int(meta["skipped"]), list(meta.get("skipped_paths", []))
         _check_skipped(name, split, meta, float(getattr(config, "max_skipped", 0.01)))
@@ -336,7 +349,7 @@ def load_splits(name: str, catalog: Catalog, config, seed: int, layout_hint: str
         carved = [fraction, digest(held)]
     landmark_digest = digest(*(arrays[s].landmarks for s in SPLITS))
     fingerprint = hashlib.sha256(json.dumps({
-        "dataset": name, "root": str(catalog.root), "version": CACHE_VERSION, "resample": RESAMPLE,
+        "dataset": name, "version": CACHE_VERSION, "resample": RESAMPLE,
         "image_size": config.image_size, "options": catalog.options, "classes": list(catalog.class_names),
         "splits": identity, "landmarks": [source, landmark_digest], "carve": carved,
     }, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -2,8 +2,10 @@
 
 An entry is ``<cache>/<group>/<split>-<key>/`` holding ``images.npy`` (opened memory-mapped by
 every trial), its other arrays, ``meta.json`` (dataset, split, key, image size, images...) and
-``COMPLETE``, written last. A build goes to a temporary sibling folder under the entry's lock and
-is renamed into place, so a reader never sees half an entry. Entries of other keys are never
+``COMPLETE``, written last. A build goes to a temporary sibling folder under the entry's lock
+(``bench.files``: ``flock`` or a lock file; the folder is named by host, pid and a random part, so
+builders on different nodes never touch each other's) and is renamed into place, so a reader never
+sees half an entry. Entries of other keys are never
 touched by a build: switching profiles or landmark variants and back costs nothing.
 
 Opening an entry touches its ``last_used`` file (one ``utime``), which ``bench cache list|prune``
@@ -22,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from bench.files import exclusive_lock, may_clean, temp_owner, unique_temp_name
+
 COMPLETE = "COMPLETE"
 LAST_USED = "last_used"
 META = "meta.json"
@@ -37,23 +41,10 @@ def _lock_path(entry: Path) -> Path:
 
 @contextmanager
 def entry_lock(entry: Path, wait: bool = True) -> Iterator[bool]:
-    """Hold the entry's exclusive lock; with ``wait=False`` yields False at once when it is held."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    with open(_lock_path(entry), "a") as fh:
-        try:
-            import fcntl
-        except ImportError:                  # no flock (Windows): builds are still atomic by rename
-            yield True
-            return
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    """Hold the entry's exclusive lock (``bench.files.exclusive_lock``: ``flock``, or a lock file
+    where the filesystem has none); with ``wait=False`` yields False at once when it is held."""
+    with exclusive_lock(_lock_path(entry), wait=wait) as got:
+        yield got
 
 
 def _fsync(path: Path) -> None:
@@ -66,7 +57,7 @@ def _fsync(path: Path) -> None:
 
 def _discard(folder: Path) -> None:
     """Rename ``folder`` out of the way (atomic), then delete it."""
-    trash = folder.with_name(f".{folder.name}.trash{os.getpid()}-{time.time_ns()}")
+    trash = folder.with_name(unique_temp_name(folder.name, "trash"))
     try:
         os.rename(folder, trash)
     except FileNotFoundError:
@@ -85,22 +76,27 @@ def ensure(entry: Path, build: Callable[[Path], dict]) -> bool:
     with entry_lock(entry):
         if is_complete(entry):
             return False
-        tmp = entry.with_name(f".{entry.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = entry.with_name(unique_temp_name(entry.name))     # ours alone: no other build is touched
         tmp.mkdir(parents=True)
         try:
-            meta = build(tmp)
+            meta = {**build(tmp), "built": time.time()}
             (tmp / META).write_text(json.dumps(meta, indent=1))
             for path in tmp.iterdir():
                 _fsync(path)
             (tmp / COMPLETE).write_text("ok\n")
             (tmp / LAST_USED).touch()
-            if is_complete(entry):           # built meanwhile by a process holding an older lock file
+            if is_complete(entry):           # published meanwhile by a holder of a lock we could not see
                 shutil.rmtree(tmp, ignore_errors=True)
                 return False
             if entry.exists():               # torn (no marker): out of the way first
                 _discard(entry)
-            os.replace(tmp, entry)
+            try:
+                os.replace(tmp, entry)
+            except OSError:                  # a non-empty folder appeared meanwhile: keep a complete one
+                if not is_complete(entry):
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+                return False
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -131,6 +127,31 @@ class Entry:
     images: int
     bytes: int
     last_used: float
+    root: str = ""              # data root that built it ("" for entries older than this field)
+    image_set: str = ""         # folder under the root holding its images (e.g. Image/original)
+    options: dict | None = None # dataset options that chose the images, when recorded
+    built: float = 0.0          # when it was built (0: unknown)
+
+
+def image_set(paths, root: Path) -> str:
+    """The deepest folder under ``root`` holding all ``paths`` ("." when they share none): what tells
+    a RAF-DB ``Image/aligned`` entry from an ``Image/original`` one in ``bench cache list``."""
+    common: list[str] | None = None
+    for path in paths:
+        try:
+            parts = list(Path(path).relative_to(root).parts[:-1])
+        except ValueError:
+            parts = list(Path(path).parts[:-1])
+        if common is None:
+            common = parts
+        else:
+            n = 0
+            while n < min(len(common), len(parts)) and common[n] == parts[n]:
+                n += 1
+            del common[n:]
+        if not common:
+            break
+    return "/".join(common) if common else "."
 
 
 def _disk_bytes(folder: Path) -> int:
@@ -144,8 +165,17 @@ def _disk_bytes(folder: Path) -> int:
     return total
 
 
-def list_entries(root: Path, dataset: str | None = None) -> list[Entry]:
-    """Every complete entry under the cache ``root``, least recently used first."""
+def _under(path: str, root: Path) -> bool:
+    try:
+        Path(path).resolve().relative_to(Path(root).expanduser().resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def list_entries(root: Path, dataset: str | None = None, data_root: Path | None = None) -> list[Entry]:
+    """Every complete entry under the cache ``root``, least recently used first; only ``dataset``'s,
+    and only those built from data at or under ``data_root``, when given."""
     out = []
     for meta_path in sorted(Path(root).glob(f"*/*/{META}")):
         entry = meta_path.parent
@@ -154,6 +184,7 @@ def list_entries(root: Path, dataset: str | None = None) -> list[Entry]:
         try:
             meta = read_meta(entry)
             used = (entry / LAST_USED).stat().st_mtime if (entry / LAST_USED).exists() else meta_path.stat().st_mtime
+            built = float(meta.get("built") or (entry / COMPLETE).stat().st_mtime)
         except (OSError, ValueError):
             continue
         if "split" not in meta or "key" not in meta:
@@ -161,19 +192,33 @@ def list_entries(root: Path, dataset: str | None = None) -> list[Entry]:
         name = meta.get("dataset", entry.parent.name)
         if dataset is not None and name != dataset:
             continue
+        if data_root is not None and not (meta.get("root") and _under(meta["root"], data_root)):
+            continue
         out.append(Entry(entry, name, meta["split"], meta["key"], int(meta.get("image_size", 0)),
-                         int(meta.get("kept", meta.get("images", 0))), _disk_bytes(entry), used))
+                         int(meta.get("kept", meta.get("images", 0))), _disk_bytes(entry), used,
+                         str(meta.get("root", "")), str(meta.get("image_set", "")), meta.get("options"), built))
     return sorted(out, key=lambda e: e.last_used)
 
 
+def _entry_of(leftover: Path) -> Path:
+    """The entry a temporary or trash folder belongs to (new names and the old ``.<entry>.tmp<pid>``)."""
+    owner = temp_owner(leftover)
+    if owner is not None:
+        return leftover.with_name(owner[0])
+    return leftover.with_name(leftover.name[1:].split(".tmp")[0].split(".trash")[0])
+
+
 def stale_temporaries(root: Path) -> list[Path]:
-    """Leftovers of interrupted builds (``.<entry>.tmp<pid>``) and deletions whose lock is free."""
+    """Leftovers of interrupted builds and deletions that are safe to delete: the entry's lock is
+    free and the leftover's owner is a dead process on this host (or, from another host, it has not
+    changed for a day: ``bench.files.may_clean``). A build in progress elsewhere is never listed."""
     found = []
     for path in Path(root).glob("*/.*"):
         if not path.is_dir() or not (".tmp" in path.name or ".trash" in path.name):
             continue
-        entry = path.with_name(path.name[1:].split(".tmp")[0].split(".trash")[0])
-        with entry_lock(entry, wait=False) as free:
+        if not may_clean(path):
+            continue
+        with entry_lock(_entry_of(path), wait=False) as free:
             if free:
                 found.append(path)
     return found
@@ -197,10 +242,10 @@ def select_for_pruning(entries: list[Entry], older_than: float | None, keep_byte
 
 
 def remove(entry: Path) -> bool:
-    """Delete ``entry`` unless a build holds its lock; True when it was removed."""
+    """Delete ``entry`` unless a build holds its lock; True when it was removed. The lock file
+    stays: unlinking it would let a waiting builder and a later one both hold "the lock"."""
     with entry_lock(entry, wait=False) as free:
         if not free:
             return False
         _discard(entry)
-    _lock_path(entry).unlink(missing_ok=True)
     return True

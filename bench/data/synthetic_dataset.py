@@ -22,7 +22,7 @@ from bench.data.cache import cache_root
 from bench.data.npy import NpyWriter
 from bench.data.registry import SPLITS, Splits, make_stats, register_dataset
 from bench.data.sanitise import digest, sanitise, without_landmarks
-from bench.data.synthetic import SyntheticOptions, generate
+from bench.data.synthetic import SyntheticOptions, SyntheticSplit, generate
 
 _SOURCE_DIGEST = hashlib.sha256(Path(generator.__file__).read_bytes()).hexdigest()[:12]
 LANDMARK_SOURCE = "generator"
@@ -89,3 +89,12 @@ def _splits(image_size: int, sizes: tuple[int, int, int], shortcut: float, seed:
 def synthetic(config, seed: int) -> Splits:
     sizes = (config.train_size, config.val_size, config.test_size)
     return _splits(config.image_size, sizes, config.shortcut, seed)
+
+
+def counterfactual_splits(config, seed: int) -> dict[str, SyntheticSplit]:
+    """The generated splits of the ``synthetic`` dataset for ``config`` (its ``data`` section) and ``seed``,
+    as the interventions (``bench.metrics.interventions``) draw their faces again: split i of the
+    dataset is face i of these."""
+    options = SyntheticOptions(image_size=config.image_size, shortcut=config.shortcut)
+    sizes = (config.train_size, config.val_size, config.test_size)
+    return {name: SyntheticSplit(name, n, seed, options) for name, n in zip(SPLITS, sizes)}

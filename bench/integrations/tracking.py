@@ -1,7 +1,7 @@
 """Experiment tracking for ``bench run --log tensorboard|mlflow|wandb``: Ray Tune's own logger callbacks.
 
 Each trial's ``tune.report`` results (per-epoch metrics, then the final row flattened by
-``final_metrics``) reach the trackers through Ray Tune's ``LoggerCallback`` classes, so they work
+``bench.sweep.report_row.final_metrics``) reach the trackers through Ray Tune's ``LoggerCallback`` classes, so they work
 for local and cluster runs alike:
 
 - ``tensorboard``: ``ray.tune.logger.TBXLoggerCallback``, event files in each trial's folder under
@@ -17,9 +17,9 @@ for local and cluster runs alike:
 """
 from __future__ import annotations
 
+from bench.sweep.report_row import final_metrics  # noqa: F401 - the row the trackers receive
+
 import importlib
-import math
-import numbers
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -106,21 +106,3 @@ def tune_callbacks(kinds: Sequence[str], run_dir: Path) -> list:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return [_BUILDERS[kind](run_dir) for kind in chosen]
-
-
-def final_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """A trial's result rows as flat scalars ``final/<method>/<metric>`` for the trackers.
-
-    Numbers and booleans only (as floats); lists, nested tables, text and missing values are left out.
-    """
-    out: dict[str, float] = {}
-    for row in rows:
-        method = row.get("method")
-        if not method:
-            continue
-        for key, value in row.items():
-            if isinstance(value, bool):
-                out[f"final/{method}/{key}"] = float(value)
-            elif isinstance(value, numbers.Real) and math.isfinite(value):
-                out[f"final/{method}/{key}"] = float(value)
-    return out

@@ -79,7 +79,7 @@ def model_layer_sets(method: str, profile: str, overrides: list[tuple[str, Any]]
 
     from au.codebook import CLASS_NAMES
     from bench.config.settings import resolve
-    from bench.train.trial import build_model, feature_sizes, make_method
+    from bench.train.model import build_model, feature_sizes, make_method
 
     config = resolve(profile, [*overrides, ("model.pretrained", False)], dataset, method, True)
     trained = make_method(method, config)
@@ -110,7 +110,8 @@ def _trainable(config: dict) -> None:
     from bench.config.settings import resolve
     from bench.data.placement import place
     from bench.metrics.base import evaluate
-    from bench.train.trial import build_session, fit
+    from bench.train.fit import fit
+    from bench.train.session import build_session
 
     torch.set_num_threads(config["threads"])
     au = config["au"]
@@ -215,7 +216,7 @@ def run_tune(request: TuneRequest, out_dir: Path, *, cpus_per_trial: float, gpus
     import polars as pl
 
     from bench.sweep.executors import check_gpus, init_ray
-    from bench.store.records import atomic_write_text
+    from bench.files import atomic_write_text
 
     layers = request.layers
     if True in request.modes and not layers:

@@ -80,9 +80,13 @@ def macro_average(per_class: np.ndarray, exclude: Sequence[int] = (NEUTRAL,)) ->
 
 @dataclass
 class MethodAccumulator:
+    """Confusion matrix and per-class cosine sums of one extractor; with ``keep_faces``, also each
+    face's prediction and cosines (kept on the device, one host transfer in ``face_arrays``)."""
+
     num_classes: int
     layers: tuple[str, ...]
     device: torch.device
+    keep_faces: bool = False
     confusion: torch.Tensor = field(init=False)
     cam: ClassAverager = field(init=False)
     att: dict[str, ClassAverager] = field(init=False)
@@ -92,16 +96,37 @@ class MethodAccumulator:
         self.valid_maps = torch.zeros((), device=self.device, dtype=torch.long)
         self.cam = ClassAverager(self.num_classes, self.device)
         self.att = {name: ClassAverager(self.num_classes, self.device) for name in self.layers}
+        self.faces: dict[str, list[torch.Tensor]] = {}
+
+    def _keep(self, key: str, values: torch.Tensor) -> None:
+        if self.keep_faces:
+            self.faces.setdefault(key, []).append(values)
 
     def update(self, logits, cam, features, labels, au_maps, valid) -> None:
         size = tuple(au_maps.shape[-2:])
         pred = logits.argmax(1)
         self.confusion += torch.bincount(labels * self.num_classes + pred, minlength=self.num_classes ** 2)
         self.valid_maps += valid.sum()
+        self._keep("pred", pred)
+        nan = torch.full(valid.shape, float("nan"), device=valid.device)
         if cam is not None:
-            self.cam.add(map_cosine(normalise_cam(cam, size), au_maps), labels, valid)
+            cosine = map_cosine(normalise_cam(cam, size), au_maps)
+            self.cam.add(cosine, labels, valid)
+            self._keep("cam_cos", torch.where(valid, cosine.float(), nan))
         for name in self.layers:
-            self.att[name].add(map_cosine(attention_for_metric(features[name], size), au_maps), labels, valid)
+            cosine = map_cosine(attention_for_metric(features[name], size), au_maps)
+            self.att[name].add(cosine, labels, valid)
+            self._keep(f"att_cos_{name}", torch.where(valid, cosine.float(), nan))
+
+    def face_arrays(self) -> dict[str, np.ndarray]:
+        """Per test face, in order: ``pred`` (int64), ``cam_cos`` and ``att_cos_<layer>`` (float32, NaN
+        where the face has no valid AU map). Their per-class means over non-NaN faces, macro-averaged
+        without Neutral, are exactly ``cam_cos`` and ``att_cos_<layer>`` of ``metrics``."""
+        out = {}
+        for key, parts in self.faces.items():
+            values = torch.cat(parts).cpu().numpy()
+            out[key] = values.astype(np.int64) if key == "pred" else values.astype(np.float32)
+        return out
 
     def metrics(self, class_names: Sequence[str], has_cam: bool) -> dict:
         conf = self.confusion.view(self.num_classes, self.num_classes).cpu().numpy()
@@ -259,10 +284,10 @@ class ExtractorError(RuntimeError):
 
 
 def _reference_index(methods: Sequence[Method]) -> int | None:
-    """The first method whose ``explain`` is the base one: its Output *is* a clean forward, so the
-    other extractors' logits can be checked against it without an extra forward pass."""
+    """The first method whose ``explain`` is the base one and reads no labels: its Output *is* a clean,
+    label-free forward, so the other extractors' logits can be checked against it without an extra pass."""
     for i, method in enumerate(methods):
-        if type(method).explain is Method.explain:
+        if type(method).explain is Method.explain and not method.needs_labels:
             return i
     return None
 
@@ -277,17 +302,26 @@ def evaluate(model: torch.nn.Module, methods: Sequence[Method], images: torch.Te
              batch_size: int, device: torch.device, layers: Sequence[str] = (),
              channels_last: bool = False, maps: dict[str, np.ndarray] | None = None,
              map_size: int = MAP_SIZE, gallery_size: int = GALLERY_SIZE,
-             trained: Method | None = None, failures: dict[str, str] | None = None) -> dict[str, dict]:
+             trained: Method | None = None, failures: dict[str, str] | None = None,
+             faces: dict[str, dict[str, np.ndarray]] | None = None) -> dict[str, dict]:
     """Evaluate every extractor in ``methods`` on one trained model; returns metrics per method name.
 
     ``images`` are uint8 (N, H, W, 3) on the host; each batch moves to ``device`` once. Pass a dict
     as ``maps`` to have it filled with the figure arrays (``FigureMaps.arrays``) from this same pass.
 
-    Each extractor's logits are checked against a clean forward of the unmodified batch (the
-    trained method's forward, ``trained``): a plugin that returns another forward's Output would
-    silently change CL and ATT-COS. Pass a dict as ``failures`` to isolate extractors: one that
-    raises or returns wrong logits is recorded there (name -> error) and left out of the result,
-    while the others are evaluated; without it, the first failure raises. Non-finite logits from
+    Predictions (CL, the confusion matrix) come from a clean forward *without labels*, whatever the
+    method: labels go only to ``explain``, which may use them for the CAM of a method that declares
+    ``needs_labels`` (the WSOL protocol), never for the logits. Each extractor's logits are checked
+    against that clean forward: a plugin that returns another forward's Output, or whose logits move
+    with the labels, would silently change CL and ATT-COS. (``trained`` is accepted for callers that
+    pass it; the clean forward no longer depends on it.)
+
+    Pass a dict as ``faces`` to have it filled per method name with ``MethodAccumulator.face_arrays``:
+    each test face's prediction, CAM-COS and ATT-COS per layer, in the order of ``labels``.
+
+    Pass a dict as ``failures`` to isolate extractors: one that raises or returns wrong logits is
+    recorded there (name -> error) and left out of the result, while the others are evaluated;
+    without it, the first failure raises. Non-finite logits from
     the model itself always raise.
     """
     model.eval()
@@ -298,7 +332,6 @@ def evaluate(model: torch.nn.Module, methods: Sequence[Method], images: torch.Te
     drift = {m.name: torch.zeros((), device=device) for m in methods}
     nonfinite = torch.zeros((), device=device, dtype=torch.bool)
     reference = _reference_index(methods)
-    needs_labels = (trained or methods[0]).needs_labels
     H, W = images.shape[1:3]
     figure = (FigureMaps(num_classes, map_size, device, pick_gallery(labels, landmarks, gallery_size))
               if maps is not None else None)
@@ -323,7 +356,7 @@ def evaluate(model: torch.nn.Module, methods: Sequence[Method], images: torch.Te
             clean = explained[reference][0].logits.detach()
         else:
             with torch.no_grad():
-                clean = model(x, labels=y if needs_labels else None).logits
+                clean = model(x).logits                       # labels never reach the logits
         nonfinite |= ~torch.isfinite(clean).all()
         scale = clean.abs().amax().clamp_min(1.0)
         for i, (output, cam) in explained.items():
@@ -336,19 +369,20 @@ def evaluate(model: torch.nn.Module, methods: Sequence[Method], images: torch.Te
             drift[method.name] = torch.maximum(drift[method.name], (logits.float() - clean.float()).abs().amax() / scale)
             if method.name not in accs:
                 names = tuple(layers) or tuple(k for k, v in output.features.items() if v.dim() == 4)
-                accs[method.name] = MethodAccumulator(num_classes, names, device)
+                accs[method.name] = MethodAccumulator(num_classes, names, device, keep_faces=faces is not None)
                 has_cam[method.name] = cam is not None
             cam = None if cam is None else cam.detach()
             features = {k: v.detach() for k, v in output.features.items()}
-            accs[method.name].update(logits, cam, features, y, au_maps, valid)
+            accs[method.name].update(clean, cam, features, y, au_maps, valid)
             if figure is not None:
                 figure.add_method(method.name, sl, y, cam, features, accs[method.name].layers)
     if bool(nonfinite):
         raise ValueError("the trained model gives non-finite logits on the test split; no metric is reported")
     for name, value in zip(drift, torch.stack(list(drift.values())).tolist()):
         if name not in errors and value > LOGIT_TOLERANCE:
-            errors[name] = (f"explain() returned logits that differ from a clean forward of the same batch by up to "
-                            f"{value:.3g} (relative): a plugin must return the Output of the unmodified batch")
+            errors[name] = (f"explain() returned logits that differ from a clean forward of the same batch without labels "
+                            f"by up to {value:.3g} (relative): a plugin must return the Output of the unmodified batch, "
+                            f"and its logits must not depend on the labels (they may steer only the CAM)")
     if errors and failures is None:
         name, error = next(iter(errors.items()))
         raise ExtractorError(f"{name}: {error}")
@@ -357,17 +391,22 @@ def evaluate(model: torch.nn.Module, methods: Sequence[Method], images: torch.Te
     if figure is not None:
         maps.update({k: v for k, v in figure.arrays(images, labels, class_names).items()
                      if k.split(".")[0] not in errors})
+    if faces is not None:
+        faces.update({name: acc.face_arrays() for name, acc in accs.items() if name not in errors})
     return {name: acc.metrics(class_names, has_cam[name]) for name, acc in accs.items() if name not in errors}
 
 
 def accuracy(model: torch.nn.Module, needs_labels: bool, images: torch.Tensor, labels: torch.Tensor, *,
              batch_size: int, device: torch.device, channels_last: bool = False) -> torch.Tensor:
-    """Top-1 accuracy (%) as a device tensor (no sync): the model-selection metric."""
+    """Top-1 accuracy (%) as a device tensor (no sync): the model-selection metric.
+
+    The forward never gets the labels (``needs_labels`` is kept for callers; labels may steer a CAM,
+    never a prediction)."""
     model.eval()
     correct = torch.zeros((), device=device, dtype=torch.long)
     with torch.no_grad():
         for x, y, _ in as_feed(images, labels, None, device).batches(None, batch_size, False):
             x = to_input(x, channels_last)
-            logits = model(x, labels=y if needs_labels else None).logits
+            logits = model(x).logits
             correct += (logits.argmax(1) == y).sum()
     return correct.double() * 100 / max(len(labels), 1)

@@ -4,7 +4,8 @@ Each check takes a method (a registered name or the class itself), builds the pl
 model (``conformance_options``: CPU, random init, tiny images) and raises ``ConformanceError`` when
 the plugin misbehaves, saying what was expected and what came. The checks call the model the way
 the harness does: ``model(x, labels=labels if method.needs_labels else None)``, so a forward that
-quietly reads labels it will never get fails here rather than in a sweep. ``tests/test_conformance.py``
+quietly reads labels it will never get fails here rather than in a sweep; and the logits must not
+move with the labels even when a method declares ``needs_labels`` (labels may steer its CAM only). ``tests/test_conformance.py``
 runs every check on every registered method; ``bench check-plugin`` runs them on any plugin.
 """
 from __future__ import annotations
@@ -19,7 +20,8 @@ from au import alignment_loss, get_codebook, render_au_maps
 from bench.config.settings import Config, build_config
 from bench.data.synthetic import SyntheticOptions, generate
 from bench.data.transforms import to_input
-from bench.train.trial import TrainStep, feature_sizes, model_options
+from bench.train.model import feature_sizes, model_options
+from bench.train.step import TrainStep
 from methods import Batch, Method, Output, get_method
 
 NUM_CLASSES = 7
@@ -152,11 +154,19 @@ def check_cam_grid(method: MethodRef) -> None:
 
 
 def check_labels_unused(method: MethodRef) -> None:
+    """The logits never depend on the labels. With ``needs_labels`` False the harness never passes
+    them, so forward must also work without them, in train and eval mode. With ``needs_labels`` True
+    the labels may steer the CAM (the WSOL protocol: ACoL's erasing), but the evaluator's predictions
+    come from a forward without labels: in eval mode the logits must be the same with the true labels,
+    other labels and none, or CL would quietly read the answer."""
     t = toy(method)
-    if t.method.needs_labels:
-        return   # the harness passes the labels to this model; nothing to compare
+    declared = t.method.needs_labels
+    why = "needs_labels is True: labels may steer only the CAM" if declared else "needs_labels is False"
+    hint = ("the evaluator predicts with forward(x, labels=None): use labels for the CAM only, never for the logits"
+            if declared else "set needs_labels = True if forward uses the labels (the harness passes labels=None "
+                             "otherwise), and keep them out of the logits")
     other = (t.labels + 1) % NUM_CLASSES
-    for mode in ("eval", "train"):
+    for mode in (("eval",) if declared else ("eval", "train")):
         t.model.train(mode == "train")
         logits = {}
         for key, labels in (("without labels", None), ("with the true labels", t.labels), ("with other labels", other)):
@@ -167,13 +177,12 @@ def check_labels_unused(method: MethodRef) -> None:
                 except Exception as exc:  # noqa: BLE001 - the plugin's error is the finding
                     raise ConformanceError(
                         f"expected forward(x, labels={'None' if labels is None else 'y'}) to work in {mode} mode, "
-                        f"came {type(exc).__name__}: {exc}; the harness passes labels=None when needs_labels is False"
-                    ) from None
+                        f"came {type(exc).__name__}: {exc}; the evaluator predicts with labels=None "
+                        f"({why})") from None
         for key in ("with the true labels", "with other labels"):
             diff = (logits[key] - logits["without labels"]).abs().max().item()
-            expect(diff <= 1e-5, f"the same logits with and without labels in {mode} mode (needs_labels is False)",
-                   f"max |diff| {diff:.3g} {key}",
-                   "set needs_labels = True if forward uses the labels (the harness passes labels=None otherwise)")
+            expect(diff <= 1e-5, f"the same logits with and without labels in {mode} mode ({why})",
+                   f"max |diff| {diff:.3g} {key}", hint)
 
 
 def check_explain_output_is_clean(method: MethodRef) -> None:
@@ -300,7 +309,7 @@ CHECKS: dict[str, Callable[[MethodRef], None]] = {
     "output shapes": check_output_shapes,
     "finite CAM (B, h, w)": check_finite_cam,
     "CAM on the map grid": check_cam_grid,
-    "logits ignore labels unless needs_labels": check_labels_unused,
+    "logits ignore labels": check_labels_unused,
     "explain's Output = a clean forward": check_explain_output_is_clean,
     "CAM alone = CAM in batch (eval)": check_batch_independent_cam,
     "gradients reach the backbone": check_gradients_reach_backbone,

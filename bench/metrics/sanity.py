@@ -12,10 +12,15 @@ Similarity: Spearman rank correlation per face (tie-aware average ranks; two fla
 identical, 1, and one flat map against a structured one as 0), and SSIM (Wang et al., 2004; 11-px
 Gaussian window, σ 1.5) as a second view. Maps are min-max normalised and compared at
 ``SIMILARITY_SIZE`` px (CAMs are at most 28x28 natively; finer grids add only interpolation).
-``sanity_similarity`` is the Spearman correlation averaged over faces and cascade steps; a method
-passes when it is below ``SANITY_THRESHOLD`` = 0.5, i.e. on average its maps keep less than half of
-their rank structure once weights are random. A weight-independent map (an edge detector, a
-fixed centre blob) stays at 1 and fails.
+
+Summary (``cascade_summary``): per cascade step, the mean |ρ| over faces (and the signed mean, kept
+as a diagnostic). A map that anti-correlates with its trained self is as weight-dependent as one
+that keeps its ranking, so signs must not cancel, neither over faces nor over steps. Headlines, both
+in [0, 1] and best at 0: ``sanity_rho_final``, the mean |ρ| at the fully randomised model, and
+``sanity_auc``, the area under the mean-|ρ| curve with the steps spread evenly over [0, 1]
+(trapezoid; one step: its value), i.e. how early in the cascade the maps stop resembling the
+trained ones. Adebayo et al. show the curves and set no pass threshold; neither do we. A
+weight-independent map (an edge detector, a fixed centre blob) stays at 1 on both.
 
 Re-initialisation calls each module's own ``reset_parameters`` (PyTorch's default init, BatchNorm
 running statistics included), under a seeded, forked RNG; parameters owned directly by a module
@@ -27,11 +32,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-SANITY_THRESHOLD = 0.5
 SIMILARITY_SIZE = 56
 SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
 SSIM_C1, SSIM_C2 = 0.01 ** 2, 0.03 ** 2   # for maps in [0, 1]
@@ -166,3 +171,25 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     cov = blur(a * b) - mu_a * mu_b
     s = ((2 * mu_a * mu_b + SSIM_C1) * (2 * cov + SSIM_C2)) / ((mu_a ** 2 + mu_b ** 2 + SSIM_C1) * (var_a + var_b + SSIM_C2))
     return s.flatten(1).mean(1)
+
+
+def cascade_summary(rho: np.ndarray) -> dict[str, np.ndarray | float]:
+    """Per-face Spearman ρ (steps, faces) -> curves and headline scores (see the module docstring).
+
+    ``abs_curve`` / ``signed_curve``: (steps,) mean |ρ| / mean ρ over faces; ``face_final`` and
+    ``face_auc``: (faces,) each face's |ρ| at the last step and its own area, whose means over faces
+    are exactly ``rho_final`` and ``auc`` (the area is linear in the curve).
+    """
+    rho = np.asarray(rho, dtype=np.float64)
+    if rho.ndim != 2 or rho.shape[0] == 0 or rho.shape[1] == 0:
+        nan = float("nan")
+        return {"abs_curve": np.zeros(0), "signed_curve": np.zeros(0), "face_final": np.zeros(0),
+                "face_auc": np.zeros(0), "rho_final": nan, "auc": nan}
+    magnitude = np.abs(rho)
+    steps = rho.shape[0]
+    if steps == 1:
+        face_auc = magnitude[0]
+    else:
+        face_auc = (magnitude.sum(0) - (magnitude[0] + magnitude[-1]) / 2) / (steps - 1)   # trapezoid, dx = 1/(S-1)
+    return {"abs_curve": magnitude.mean(1), "signed_curve": rho.mean(1), "face_final": magnitude[-1],
+            "face_auc": face_auc, "rho_final": float(magnitude[-1].mean()), "auc": float(face_auc.mean())}

@@ -8,6 +8,8 @@
 - ``curves-<dataset>.png`` (trials evaluated with ``--eval extended`` only): the deletion and
   insertion curves, mean target-class confidence against the fraction of pixels removed or
   inserted in CAM order, one colour per method, dashed w/o AU and solid w/ AU, averaged over seeds.
+- ``sanity-<dataset>.png`` (``--eval extended`` too): the model-randomisation cascade, mean |Spearman
+  rho| of each method's CAMs per step, the curve that ``sanity_rho_final`` and ``sanity_auc`` summarise.
 
 Matplotlib's object API with the Agg canvas: no global backend, no display needed. Sizes are
 fixed in inches at ``DPI``, so a figure's pixel size follows from its grid (see ``grid_size``).
@@ -22,6 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from bench.errors import UserError
+from bench.files import atomic_write
 
 DPI = 100
 PANEL = 1.2          # inches per map
@@ -32,6 +35,7 @@ NEUTRAL_NAME = "Neutral"
 CURVES = (("deletion_curve", "Deletion (lower is better)", "fraction of pixels removed"),
           ("insertion_curve", "Insertion (higher is better)", "fraction of pixels inserted"))
 CURVES_SIZE = (11.0, 4.2)   # inches: two panels and a legend
+SANITY_SIZE = (8.0, 4.2)    # inches: one panel and a legend
 
 
 @dataclass
@@ -165,18 +169,7 @@ def _overlay(ax, image: np.ndarray, data: np.ndarray | None) -> None:
 
 
 def _save(fig, path: Path) -> Path:
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=DPI))
     return path
 
 
@@ -306,6 +299,51 @@ def curves_figure(trials: Sequence[TrialMaps], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def _mean_sanity(side: Sequence[TrialMaps]) -> tuple[list[str], np.ndarray, int] | None:
+    """(cascade step names, mean |rho| per step over seeds, seeds) of trials that share one cascade."""
+    have = [t for t in side if t.get("sanity_abs_rho") is not None and t.get("sanity_steps") is not None]
+    if not have:
+        return None
+    steps = [str(x) for x in have[0].get("sanity_steps")]
+    same = [t for t in have if [str(x) for x in t.get("sanity_steps")] == steps]
+    return steps, np.mean([t.get("sanity_abs_rho").astype(np.float64) for t in same], axis=0), len(same)
+
+
+def sanity_figure(trials: Sequence[TrialMaps], path: Path) -> Path | None:
+    """Mean |Spearman rho| between the trained and the randomised model's CAMs at each cascade step
+    (top layers first), one colour per method, dashed w/o AU and solid w/ AU; the headline sanity
+    scores summarise these curves (its last point, its area). None without cascade curves."""
+    if not any(t.get("sanity_abs_rho") is not None for t in trials):
+        return None
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=SANITY_SIZE, dpi=DPI)
+    ax = fig.subplots(1, 1)
+    colours, names = {}, None
+    for method in dict.fromkeys(t.method for t in trials):
+        for au in (False, True):
+            side = [t for t in trials if t.method == method and t.au == au]
+            curve = _mean_sanity(side) if side else None
+            if curve is None:
+                continue
+            steps, mean, _ = curve
+            names = names or steps
+            colour = colours.setdefault(method, f"C{len(colours) % 10}")
+            ax.plot(range(len(mean)), mean, color=colour, linestyle="-" if au else "--", marker="o", markersize=3,
+                    linewidth=1.4, label=f"{side[0].title} {'w/ AU' if au else 'w/o AU'}")
+    ax.set_xticks(range(len(names or [])))
+    ax.set_xticklabels(names or [], rotation=30, ha="right", fontsize=7)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("randomised from the top, cumulatively", fontsize=9)
+    ax.set_ylabel("mean |Spearman ρ| (0 is best)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.tick_params(axis="y", labelsize=8)
+    fig.legend(*ax.get_legend_handles_labels(), loc="center right", fontsize=7, frameon=False)
+    fig.suptitle(f"{trials[0].dataset}: model-randomisation sanity check", fontsize=10)
+    fig.subplots_adjust(left=0.1, right=0.72, bottom=0.25, top=0.88)
+    return _save(fig, path)
+
+
 def write_figures(run_dirs: Sequence[Path], out_dir: Path, *, methods: Sequence[str] = (),
                   datasets: Sequence[str] = (), layer: str | None = None, selection=None) -> list[Path]:
     """All figures of the given runs (the trials ``selection`` keeps) into ``out_dir``; returns the PNG paths."""
@@ -326,7 +364,8 @@ def write_figures(run_dirs: Sequence[Path], out_dir: Path, *, methods: Sequence[
             path = gallery_figure(on_ds, out_dir / f"gallery-{dataset}-{kind}.png", kind, layer)
             if path is not None:
                 paths.append(path)
-        path = curves_figure(on_ds, out_dir / f"curves-{dataset}.png")
-        if path is not None:
-            paths.append(path)
+        for figure, name in ((curves_figure, "curves"), (sanity_figure, "sanity")):
+            path = figure(on_ds, out_dir / f"{name}-{dataset}.png")
+            if path is not None:
+                paths.append(path)
     return paths

@@ -15,7 +15,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench.reporting.table import DATASET_TITLES, MISSING, Table, to_markdown
+from bench.reporting.metrics import DATASET_TITLES, MISSING
+from bench.reporting.render.markdown import to_markdown
+from bench.reporting.table import Table
 
 #: Skipped image paths listed per split before "and N more".
 SHOWN_PATHS = 5
@@ -108,7 +110,8 @@ def figures_section(run_dirs: Sequence[Path], out_dir: Path, report_dir: Path, s
         return lines + [f"No figures: {exc}", ""]
     kinds = {"averages-": "Per-class average attention and CAM, w/o vs w/ AU",
              "gallery-": "Gallery of test faces",
-             "curves-": "Deletion and insertion curves (mean target-class confidence), w/o vs w/ AU"}
+             "curves-": "Deletion and insertion curves (mean target-class confidence), w/o vs w/ AU",
+             "sanity-": "Model-randomisation cascade: mean |Spearman ρ| per step, w/o vs w/ AU"}
     for path in paths:
         name = path.stem
         kind = next((text for prefix, text in kinds.items() if name.startswith(prefix)), name)
@@ -235,7 +238,12 @@ def data_section(records: Sequence[dict]) -> list[str]:
 
 
 def render_report(run_dirs: Sequence[Path], table: Table, records: Sequence[dict], figure_lines: list[str],
-                  extended: Table | None = None, settings: Sequence[str] = ()) -> str:
+                  extended: Table | None = None, settings: Sequence[str] = (), *, agreement: Table | None = None,
+                  faces=None) -> str:
+    """``agreement``: a table of every metric present (for Kendall's τ between their rankings);
+    ``faces``: the per-face source (``bench.reporting.table.FaceSource``) for the faces that flip."""
+    from bench.reporting.agreement import agreement_section, flips_section
+
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     shown = f" Settings shown: {'; '.join(settings)}." if settings else ""
     lines = [f"# Report: {', '.join(d.name for d in run_dirs)}", "",
@@ -243,14 +251,17 @@ def render_report(run_dirs: Sequence[Path], table: Table, records: Sequence[dict
              "## Results", "", to_markdown(table).rstrip("\n"), ""]
     if extended is not None:
         lines += ["## Faithfulness and sanity (`--eval extended`)", "", to_markdown(extended).rstrip("\n"), ""]
+    if agreement is not None and agreement.cells:
+        lines += agreement_section(agreement) + flips_section(agreement, faces)
     return "\n".join(lines + figure_lines + data_section(records) + provenance_section(records)
                      + wall_times_section(records))
 
 
 def write_report(run_dirs: Sequence[Path], table: Table, path: Path, with_figures: bool = True, *,
-                 extended: Table | None = None, selection=None) -> Path:
+                 extended: Table | None = None, selection=None, agreement: Table | None = None, faces=None) -> Path:
     """Write the report of the selected trials (``bench.store.settings.Selection``; None: every trial)."""
-    from bench.store.records import RunStore, atomic_write_text
+    from bench.files import atomic_write_text
+    from bench.store.records import RunStore
 
     if selection is None:
         records = [r for d in run_dirs for r in RunStore(d).records()]
@@ -262,5 +273,6 @@ def write_report(run_dirs: Sequence[Path], table: Table, path: Path, with_figure
         warnings.simplefilter("ignore")
         figure_lines = (figures_section(run_dirs, path.parent / "figures", path.parent, selection)
                         if with_figures else [])
-    atomic_write_text(path, render_report(run_dirs, table, records, figure_lines, extended, settings))
+    atomic_write_text(path, render_report(run_dirs, table, records, figure_lines, extended, settings,
+                                          agreement=agreement, faces=faces))
     return path

@@ -1,4 +1,6 @@
-"""Statistics for the tables: spread over seeds and the paired test of AU on vs off.
+"""Statistics for the tables: spread over seeds and the paired test of AU on vs off over seeds.
+
+The tests over the test faces of one seed are in ``face_tests.py``.
 
 Seeds are the unit of replication: a cell's spread is over its seeds, and the AU effect is tested
 on pairs (w/o AU, w/ AU) that share a seed (same data order and initialisation), which removes the
@@ -45,9 +47,13 @@ def summarize(values: Sequence[float]) -> Summary:
 
 @dataclass(frozen=True)
 class PairedTest:
-    test: str
+    test: str                  # t | wilcoxon (pairs are seeds) | mcnemar | bootstrap (pairs are test faces)
     n_pairs: int
     p_value: float | None      # None: undefined (e.g. all paired differences equal)
+    seed: int | None = None    # faces tests: the seed whose two models were compared
+    diff: float | None = None  # faces tests: w/ AU minus w/o AU (accuracy as a fraction for CL)
+    ci_low: float | None = None    # bootstrap: 95% interval of the difference
+    ci_high: float | None = None
 
 
 def paired_test(without: Mapping[int, float], with_: Mapping[int, float], test: str = "t") -> PairedTest | None:

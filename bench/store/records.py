@@ -1,151 +1,150 @@
-"""Result store: one JSON file per trial, written atomically; polars reads them back.
+"""A run folder: kept models, evaluation records, and the one result per cell that reports show.
 
-Layout: ``<results>/<run>/trials/<spec id>.json`` with the spec, status (ok | failed), error,
-result rows (one per evaluated method), timings and provenance; ``<results>/<run>/maps/<spec id>.npz``
-holds the trial's per-class average maps and gallery faces for figures. A file is written to a temporary
-name in the same folder and renamed, so a reader never sees half a file and nothing finished is
-lost if the process dies. Unreadable files are reported and ignored (their trial reruns).
+Layout of ``<results>/<run>/``:
+- ``models/<model id>/`` (``bench.store.models``): weights + ``model.json``;
+- ``evaluations/<evaluation id>.json`` (+ ``.maps.npz``, ``.faces.parquet``) (``bench.store.evaluations``);
+- ``checkpoints/<model id>.pt``: the resumable state of a training in progress;
+- ``trials/<id>.json``: records of the layout before models and evaluations were kept apart, read as
+  they are and marked ``legacy`` (their models were not kept).
+
+**Which result a cell shows** (``current_records``): a cell is (setting, dataset, evaluated method, AU
+mode, seed). Of its records, the newest model wins; each value comes from the newest evaluation of
+that model that computed it (so a base evaluation after an extended one keeps the extended columns).
+Older models and evaluations stay on disk and are counted in ``notes``. Reading needs no torch.
 """
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
-from bench.plan.spec import TrialSpec
+from bench.store.evaluations import EvaluationStore
+from bench.store.models import ModelStore
 
 
-def process_umask() -> int:
-    """The umask, read without changing it (``os.umask`` can only be read by setting it)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def cell_key(record: dict[str, Any], row: dict[str, Any]) -> tuple:
+    spec = record.get("spec") or {}
+    return (record.get("setting"), spec.get("dataset"), row.get("method"), bool(spec.get("au")), spec.get("seed"))
 
 
-def atomic_write(path: Path, write) -> None:
-    """Write through ``write(binary file)`` to a temporary name beside ``path``, then rename.
-
-    The file gets the permissions of a plain ``open`` (0666 minus the umask): ``mkstemp`` makes
-    it owner-only, and collaborators on a shared results folder must be able to read it.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fchmod(fh.fileno(), 0o666 & ~process_umask())
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda fh: fh.write(text.encode()))
+def _newest(record: dict[str, Any]) -> tuple:
+    """Sort key, newest first: model creation, then evaluation creation (legacy records are oldest)."""
+    model = record.get("model") or {}
+    return (0 if record.get("legacy") else 1, model.get("created") or "", record.get("created") or "")
 
 
 class RunStore:
     def __init__(self, run_dir: Path | str):
         self.run_dir = Path(run_dir)
-        self.trials_dir = self.run_dir / "trials"
+        self.models = ModelStore(self.run_dir)
+        self.evaluations = EvaluationStore(self.run_dir)
+        self.legacy_dir = self.run_dir / "trials"
         self.checkpoint_dir = self.run_dir / "checkpoints"
-        self.maps_dir = self.run_dir / "maps"
 
-    def trial_path(self, spec_id: str) -> Path:
-        return self.trials_dir / f"{spec_id}.json"
+    def checkpoint_path(self, model_id: str) -> Path:
+        return self.checkpoint_dir / f"{model_id}.pt"
 
-    def checkpoint_path(self, spec_id: str) -> Path:
-        return self.checkpoint_dir / f"{spec_id}.pt"
+    def read_maps(self, record_id: str) -> dict | None:
+        arrays = self.evaluations.read_maps(record_id)
+        if arrays is None and (self.run_dir / "maps" / f"{record_id}.npz").is_file():     # legacy layout
+            import numpy as np
 
-    def maps_path(self, spec_id: str) -> Path:
-        return self.maps_dir / f"{spec_id}.npz"
+            with np.load(self.run_dir / "maps" / f"{record_id}.npz", allow_pickle=False) as data:
+                arrays = {key: data[key] for key in data.files}
+        return arrays
 
-    def write_maps(self, spec_id: str, arrays: dict[str, np.ndarray]) -> Path:
-        """Figure arrays of one trial (``bench.metrics.base.FigureMaps``), written atomically like records."""
-        path = self.maps_path(spec_id)
-        atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
-        return path
+    def faces(self, eval_id: str):
+        """Per-face results of one evaluation (polars), or None (legacy records, failed evaluations)."""
+        return self.evaluations.read_faces(eval_id)
 
-    def read_maps(self, spec_id: str) -> dict[str, np.ndarray] | None:
-        """The trial's figure arrays, or None when the trial has none (older runs, failed trials)."""
-        path = self.maps_path(spec_id)
-        if not path.is_file():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                return {key: data[key] for key in data.files}
-        except (OSError, ValueError) as exc:
-            warnings.warn(f"ignoring unreadable map file {path} ({exc})")
-            return None
-
-    def write(self, spec: TrialSpec, status: str, rows: list[dict[str, Any]], *, error: str | None = None,
-              timings: dict[str, float] | None = None, provenance: dict[str, Any] | None = None,
-              history: list[dict[str, Any]] | None = None, data: dict[str, Any] | None = None,
-              identity: dict[str, Any] | None = None) -> Path:
-        record = {
-            "id": spec.id, "spec": spec.to_dict(), "setting": spec.setting, "status": status, "error": error,
-            "rows": rows, "timings": timings or {}, "provenance": provenance or {},
-            "history": history or [], "data": data or {}, "identity": identity or {},
-        }
-        path = self.trial_path(spec.id)
-        atomic_write_text(path, json.dumps(record, indent=1, default=str))
-        return path
-
-    def records(self) -> list[dict[str, Any]]:
+    def legacy_records(self) -> list[dict[str, Any]]:
         out = []
-        for path in sorted(self.trials_dir.glob("*.json")):
+        for path in sorted(self.legacy_dir.glob("*.json")) if self.legacy_dir.is_dir() else []:
             try:
                 record = json.loads(path.read_text())
                 if not isinstance(record, dict) or "status" not in record:
                     raise ValueError("not a trial record")
             except (OSError, ValueError) as exc:
-                warnings.warn(f"ignoring unreadable result file {path} ({exc}); its trial will rerun")
+                warnings.warn(f"ignoring unreadable result file {path} ({exc})")
                 continue
-            out.append(record)
+            out.append({**record, "legacy": True})
         return out
 
-    def finished_ids(self) -> set[str]:
-        """Trials whose every row is ok: a failed trial, or one with a failed extractor row, is run
-        again by the next ``bench run``."""
-        return {r["id"] for r in self.records()
+    def records(self) -> list[dict[str, Any]]:
+        """Every evaluation record (and legacy trial record), finished or failed, newest last."""
+        return sorted(self.legacy_records() + self.evaluations.records(), key=_newest)
+
+    def finished_evaluations(self) -> set[str]:
+        return {r["id"] for r in self.evaluations.records()
                 if r["status"] == "ok" and all(row.get("status", "ok") == "ok" for row in r.get("rows", []))}
 
-    def frame(self) -> pl.DataFrame:
-        """One row per (trial, evaluated method); failed trials give one row with status=failed."""
-        rows = []
+    def current_records(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """One record per cell by the rule above, and notes on what was left out."""
+        cells: dict[tuple, list[tuple[dict, dict]]] = {}
         for record in self.records():
+            rows = record.get("rows") or [{"method": m} for m in (record.get("spec") or {}).get("evaluate", [])]
+            for row in rows:
+                cells.setdefault(cell_key(record, row), []).append((record, row))
+        out, older_models, older_evaluations = [], 0, 0
+        for entries in cells.values():
+            entries.sort(key=lambda e: _newest(e[0]), reverse=True)
+            newest, row = entries[0]
+            model_id = (newest.get("model") or {}).get("id")
+            merged = dict(row)
+            for record, other in entries[1:]:
+                same_model = model_id is not None and (record.get("model") or {}).get("id") == model_id
+                if not same_model:
+                    older_models += 1
+                    continue
+                older_evaluations += 1
+                if newest["status"] != "ok" or record["status"] != "ok":
+                    continue
+                for key, value in other.items():
+                    if merged.get(key) is None and value is not None:
+                        merged[key] = value
+            out.append({**newest, "rows": [merged]})
+        notes = []
+        if older_models:
+            notes.append(f"{self.run_dir.name}: {older_models} result(s) of older models of the same cells are kept "
+                         "on disk and not shown (the newest model of each cell is)")
+        return sorted(out, key=_newest), notes
+
+    def frame(self) -> pl.DataFrame:
+        """One row per cell (the current result); failed evaluations give a row with status=failed."""
+        rows = []
+        records, _ = self.current_records()
+        for record in records:
             spec = record["spec"]
-            base = {"run": self.run_dir.name, "trial_id": record["id"], "status": record["status"],
-                    "error": record.get("error"), "dataset": spec["dataset"], "au": spec["au"],
-                    "seed": spec["seed"], "profile": spec["profile"], "train_method": spec["method"],
-                    "setting": record.get("setting")}
-            if record["status"] == "ok":
-                for row in record["rows"]:
+            model = record.get("model") or {}
+            base = {"run": self.run_dir.name, "trial_id": record["id"], "eval_id": record["id"],
+                    "model_id": model.get("id"), "status": record["status"], "error": record.get("error"),
+                    "dataset": spec["dataset"], "au": spec["au"], "seed": spec["seed"], "profile": spec["profile"],
+                    "train_method": spec["method"], "setting": record.get("setting"),
+                    "legacy": bool(record.get("legacy")), "imported": bool(model.get("imported")),
+                    "trained_by_older_code": bool(model.get("older_code"))}
+            for row in record["rows"]:
+                if record["status"] == "ok":
                     rows.append({**base, **{k: v for k, v in row.items() if not isinstance(v, (dict, list))}})
-            else:
-                for method in spec["evaluate"]:
-                    rows.append({**base, "method": method})
+                else:
+                    rows.append({**base, "method": row["method"]})
         if not rows:
             return pl.DataFrame()
         return pl.DataFrame(rows, infer_schema_length=None)
 
 
+def is_run_dir(path: Path) -> bool:
+    return any((path / sub).is_dir() for sub in ("evaluations", "models", "trials"))
+
+
 def run_dirs(results_dir: Path | str) -> list[Path]:
-    """Run folders under ``results_dir`` that hold trials, oldest first by last change."""
+    """Run folders under ``results_dir`` that hold results, oldest first by last change."""
     root = Path(results_dir)
-    runs = [p for p in root.iterdir() if (p / "trials").is_dir()] if root.is_dir() else []
-    return sorted(runs, key=lambda p: (p / "trials").stat().st_mtime)
+    runs = [p for p in root.iterdir() if p.is_dir() and is_run_dir(p)] if root.is_dir() else []
+
+    def changed(p: Path) -> float:
+        return max((p / sub).stat().st_mtime for sub in ("evaluations", "models", "trials") if (p / sub).is_dir())
+
+    return sorted(runs, key=changed)

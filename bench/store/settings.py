@@ -60,7 +60,7 @@ def _records_with_mtime(run_dir: Path) -> list[tuple[dict, float]]:
     store = RunStore(run_dir)
     out = []
     for record in store.records():
-        path = store.trial_path(record["id"])
+        path = store.legacy_dir / f"{record['id']}.json" if record.get("legacy") else store.evaluations.path(record["id"])
         out.append((record, path.stat().st_mtime if path.is_file() else 0.0))
     return out
 

@@ -1,10 +1,13 @@
-"""Executors run trial specs: Ray Tune (default) or in-process (``--executor local``, for debugging).
+"""Executors run jobs: each a Ray Tune trial (default) or in-process (``--executor local``, for debugging).
 
-Both call ``execute_trial``, which wraps ``bench.train.trial.run_trial`` so that a trial that raises is
-recorded as failed (with its error) and the sweep goes on.
+Both call ``execute_job``, which wraps ``bench.sweep.jobs.run_job`` so that a job that raises is
+recorded as failed (its model and each of its evaluations, with the error) and the sweep goes on.
+Errors that can only repeat (a non-finite loss, an identity mismatch, a user error) are not retried
+by Ray's ``max_failures``: the trial ends at once with its message.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 import traceback
@@ -16,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bench.errors import UserError
-from bench.plan.spec import TrialSpec
+from bench.plan.spec import Job
 from bench.store.records import RunStore
 
 # Quiet, local-friendly Ray defaults (all overridable from the environment).
@@ -61,35 +64,43 @@ def check_gpus(gpus_per_trial: float) -> None:
 
 
 @dataclass
-class TrialOutcome:
-    spec: TrialSpec
+class JobOutcome:
+    job: Job
     status: str          # ok | failed
     error: str | None = None
 
 
-def execute_trial(spec: TrialSpec, run_dir: str, reporter: Callable[[dict], None] | None = None,
-                  reraise: bool = False) -> TrialOutcome:
-    """Run one trial; on failure write a failed record with the error instead of stopping the sweep."""
-    from bench.train.trial import run_trial  # heavy imports stay out of CLI start-up
+def cannot_heal(exc: BaseException) -> bool:
+    """Failures that a retry would only repeat: the same inputs give the same error."""
+    from bench.plan.identity import IdentityMismatchError
+    from bench.train.health import NonFiniteLossError
+
+    return isinstance(exc, (IdentityMismatchError, NonFiniteLossError, UserError))
+
+
+def execute_job(job: Job, run_dir: str, reporter: Callable[[dict], None] | None = None,
+                reraise: bool = False) -> JobOutcome:
+    """Run one job; on failure write failed records with the error instead of stopping the sweep."""
+    from bench.sweep.jobs import record_failure, run_job  # heavy imports stay out of CLI start-up
 
     store = RunStore(run_dir)
     try:
-        failures = run_trial(spec, store, reporter)["failures"]
-        if failures:                  # the trained model's other rows landed; these rows did not
-            return TrialOutcome(spec, "failed", failed_rows_message(failures))
-        return TrialOutcome(spec, "ok")
-    except Exception as exc:  # noqa: BLE001 - any trial error is recorded, the sweep goes on
+        failures = run_job(job, store, reporter)
+        if failures:                  # the model's other evaluations landed; these did not
+            return JobOutcome(job, "failed", failed_rows_message(failures))
+        return JobOutcome(job, "ok")
+    except Exception as exc:  # noqa: BLE001 - any job error is recorded, the sweep goes on
         error = f"{type(exc).__name__}: {exc}"
-        store.write(spec, "failed", [], error=error + "\n" + traceback.format_exc(limit=8))
-        if reraise:
+        record_failure(job, store, error + "\n" + traceback.format_exc(limit=8))
+        if reraise and not cannot_heal(exc):
             raise
-        return TrialOutcome(spec, "failed", error)
+        return JobOutcome(job, "failed", error)
     finally:
         _release_memory()
 
 
 def failed_rows_message(failures: dict[str, str]) -> str:
-    """One line for a trial whose model trained but some extractors' rows failed."""
+    """One line for a job whose model is there but some extractors' evaluations failed."""
     parts = "; ".join(f"{name}: {' '.join(error.split())[:200]}" for name, error in failures.items())
     return f"{len(failures)} of its rows failed (the others landed): {parts}"
 
@@ -116,7 +127,7 @@ class LocalExecutor:
     console: Console
     threads: int = 1
 
-    def run(self, specs: list[TrialSpec], run_dir: Path) -> list[TrialOutcome]:
+    def run(self, specs: list[Job], run_dir: Path) -> list[JobOutcome]:
         import torch
 
         previous = torch.get_num_threads()
@@ -126,7 +137,7 @@ class LocalExecutor:
         finally:
             torch.set_num_threads(previous)
 
-    def _run(self, specs: list[TrialSpec], run_dir: Path) -> list[TrialOutcome]:
+    def _run(self, specs: list[Job], run_dir: Path) -> list[JobOutcome]:
         outcomes = []
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[status]}"), TimeElapsedColumn())
@@ -139,7 +150,7 @@ class LocalExecutor:
                     progress.update(task, total=metrics["epochs"], completed=min(metrics["epoch"], metrics["epochs"]),
                                     status=f"loss {metrics['train_loss']:.3f}  best CL {metrics['best_cl']:.1f}")
 
-                outcome = execute_trial(spec, str(run_dir), report)
+                outcome = execute_job(spec, str(run_dir), report)
                 progress.update(epochs, status=outcome.status if outcome.status == "ok" else "[red]failed")
                 progress.advance(sweep)
                 outcomes.append(outcome)
@@ -163,7 +174,7 @@ class RayExecutor:
         init_ray(self.address)
         check_gpus(self.gpus_per_trial)
 
-    def run(self, specs: list[TrialSpec], run_dir: Path) -> list[TrialOutcome]:
+    def run(self, specs: list[Job], run_dir: Path) -> list[JobOutcome]:
         from ray import tune
 
         self.check_resources()
@@ -185,31 +196,39 @@ class RayExecutor:
         with progress:
             tuner.fit()
         self.console.print()
-        store = RunStore(run_dir)
-        by_id = {r["id"]: r for r in store.records()}
-        outcomes = []
-        for spec in specs:
-            record = by_id.get(spec.id)
-            if record is None:
-                outcomes.append(TrialOutcome(spec, "failed", "the trial wrote no result (worker lost?)"))
-            elif record["status"] == "ok":
-                failures = {row["method"]: row.get("error") or "?" for row in record.get("rows", [])
-                            if row.get("status", "ok") != "ok"}
-                outcomes.append(TrialOutcome(spec, "failed", failed_rows_message(failures)) if failures
-                                else TrialOutcome(spec, "ok"))
-            else:
-                outcomes.append(TrialOutcome(spec, record["status"], (record.get("error") or "").split("\n")[0] or None))
-        return outcomes
+        return [job_outcome(job, RunStore(run_dir)) for job in specs]
+
+
+def job_outcome(job: Job, store: RunStore) -> JobOutcome:
+    """A finished Ray trial's outcome, from the evaluation records it wrote."""
+    errors = {}
+    for name, eval_id in zip(job.evaluate, job.eval_ids):
+        path = store.evaluations.path(eval_id)
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            errors[name] = "the trial wrote no result (worker lost?)"
+            continue
+        if record["status"] != "ok":
+            errors[name] = (record.get("error") or "?").split("\n")[0]
+        else:
+            errors.update({row["method"]: row.get("error") or "?" for row in record.get("rows", [])
+                           if row.get("status", "ok") != "ok"})
+    if not errors:
+        return JobOutcome(job, "ok")
+    if len(set(errors.values())) == 1 and len(errors) == len(job.evaluate):
+        return JobOutcome(job, "failed", next(iter(errors.values())))
+    return JobOutcome(job, "failed", failed_rows_message(errors))
 
 
 def _ray_trainable(config: dict) -> None:
-    """The Ray Tune function trainable: one spec, metrics reported every epoch."""
+    """The Ray Tune function trainable: one job, metrics reported every epoch."""
     import torch
     from ray import tune
 
     torch.set_num_threads(config["threads"])
-    spec = TrialSpec.from_dict(config["spec"])
-    execute_trial(spec, config["run_dir"], reporter=lambda m: tune.report(m), reraise=True)
+    spec = Job.from_dict(config["spec"])
+    execute_job(spec, config["run_dir"], reporter=lambda m: tune.report(m), reraise=True)
 
 
 class _RayProgress:
@@ -221,7 +240,7 @@ class _RayProgress:
 
     active: "_RayProgress | None" = None
 
-    def __init__(self, console: Console, specs: list[TrialSpec]):
+    def __init__(self, console: Console, specs: list[Job]):
         from rich.live import Live
 
         self.labels = {s.id: s.label for s in specs}
@@ -243,7 +262,7 @@ class _RayProgress:
         return table
 
     def update(self, trial, status: str, result: dict | None = None) -> None:
-        spec_id = TrialSpec.from_dict(trial.config["spec"]).id
+        spec_id = Job.from_dict(trial.config["spec"]).id
         row = self.rows.setdefault(spec_id, {})
         row["status"] = status
         row.update({k: v for k, v in (result or {}).items() if k in ("epoch", "epochs", "train_loss", "best_cl")})

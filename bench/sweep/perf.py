@@ -28,7 +28,9 @@ from bench.config.settings import Config
 from bench.data import load_dataset
 from bench.data.transforms import augment, to_input
 from bench.metrics.base import batches, evaluate
-from bench.train.trial import TrainStep, build_model, feature_sizes, make_method, make_optimizer, pick_device
+from bench.train.model import build_model, feature_sizes, make_method, pick_device
+from bench.train.optim import make_optimizer
+from bench.train.step import TrainStep
 
 
 @dataclass
