@@ -1,7 +1,7 @@
 """CAM method plugins and their registry.
 
 Built-in methods register themselves when this package is imported; third-party packages add
-theirs through the entry-point group ``au_cam_bench.methods`` (see README, "Add a method plugin").
+theirs through the entry-point group ``au_cam_bench.methods`` (see docs/plugins.md).
 """
 from methods.base import Batch, Method, Output
 from methods.registry import (BrokenPlugin, PluginError, UnknownMethodError, all_methods, broken_plugins,

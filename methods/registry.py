@@ -26,6 +26,7 @@ from importlib.metadata import PackageNotFoundError, entry_points, packages_dist
 from pathlib import Path
 
 from methods.base import Method
+from methods.source import normalised_tree, source_digest
 
 ENTRY_POINT_GROUP = "au_cam_bench.methods"
 PLUGINS_ENV = "BENCH_PLUGINS"
@@ -258,7 +259,8 @@ def get_method(name: str) -> type[Method]:
 
 # --- where a plugin comes from (part of every result's identity) --------------------------------
 def _source_digest(module_name: str) -> str:
-    """sha256 of the plugin's source: the whole top-level package when it is one, else the module file."""
+    """sha256 of the plugin's normalised source (``source.py``): the whole top-level package when it is
+    one, else the module file."""
     top = sys.modules.get(module_name.split(".")[0])
     module = sys.modules.get(module_name)
     if top is not None and getattr(top, "__path__", None) and getattr(top, "__file__", None):
@@ -271,8 +273,12 @@ def _source_digest(module_name: str) -> str:
         raise PluginError(f"cannot version plugin module {module_name!r}: it has no source file; "
                           "set a version = '...' class attribute on the plugin")
     digest = hashlib.sha256()
-    for file in files:
-        digest.update(str(file.relative_to(root)).encode() + b"\0" + file.read_bytes() + b"\0")
+    for file in files:      # normalised: a comment or docstring edit is not a new version
+        try:
+            text = source_digest(normalised_tree(file.read_bytes(), str(file))).encode()
+        except SyntaxError:
+            text = file.read_bytes()
+        digest.update(str(file.relative_to(root)).encode() + b"\0" + text + b"\0")
     return digest.hexdigest()[:12]
 
 

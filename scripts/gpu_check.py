@@ -140,7 +140,8 @@ def run_grid(mode: Mode, results_dir: Path, run_name: str, methods: str) -> tupl
 
 
 def trial_rows(records: list[dict]) -> list[dict]:
-    """One row per trial record: method (and the extractors sharing its model), AU, status and speed."""
+    """One row per model record (one training run): method (and the extractors sharing its model), AU,
+    status and speed."""
     rows = []
     for record in sorted(records, key=lambda r: (r["spec"]["method"], r["spec"]["au"], r["spec"]["seed"])):
         spec, timings = record["spec"], record.get("timings") or {}
@@ -229,8 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     perf = measure_perf(mode)
     code, grid_seconds, tail = run_grid(mode, args.results_dir, run_name, methods)
-    run_dir = args.results_dir / run_name / "evaluations"
-    records = [json.loads(p.read_text()) for p in sorted(run_dir.glob("*.json"))] if run_dir.is_dir() else []
+    run_dir = args.results_dir / run_name / "models"          # one model record per training run
+    records = [json.loads(p.read_text()) for p in sorted(run_dir.glob("*/model.json"))] if run_dir.is_dir() else []
     rows = trial_rows(records)
     problems = verdict(perf, rows, planned_trials(methods, mode.au), mode.judge_ratio)
     if code is None:

@@ -4,7 +4,7 @@ node, each with its own raylet and one CPU), driven by ``bench run --address`` i
 1. Trials spread over both nodes and every record lands in the one results folder.
 2. Removing the worker node mid-sweep loses nothing: with ``--max-failures 2`` its trial is
    retried on the head node and resumes from its last epoch checkpoint.
-The README's "On a cluster" section describes exactly these steps.
+docs/cluster.md describes exactly these steps.
 """
 import json
 import os

@@ -76,3 +76,69 @@ def test_a_declared_label_reading_forward_fails_too(faulty):
 def test_acol_uses_labels_for_its_cam_only():
     """ACoL declares needs_labels (its erasing reads the true class) and passes: its logits are head A's."""
     CHECKS["logits ignore labels"]("acol")
+
+
+# --- issue 20: checks say when their premise failed; a library's error names the plugin line that called it ---
+from bench.metrics.conformance import DEPENDS, run_suite  # noqa: E402
+from methods.cam import CAM  # noqa: E402
+
+
+class UnsqueezedCAM(CAM):
+    """Returns (B, 1, h, w): the shape check fails, and nothing may pass on the CAM it did not accept."""
+    name = "fx_unsqueezed"
+    title = "Unsqueezed CAM (fixture)"
+
+    def explain(self, model, x, target):
+        output, cam = super().explain(model, x, target)
+        return output, cam.unsqueeze(1)
+
+
+class LibraryCrashCAM(CAM):
+    """Fails inside torch, as a plugin calling a library with the wrong input does."""
+    name = "fx_library_crash"
+    title = "Library-crash CAM (fixture)"
+
+    def explain(self, model, x, target):
+        import torch.nn.functional as F
+
+        output, cam = super().explain(model, x, target)
+        return output, F.interpolate(cam, size=(3, 3, 3))
+
+
+def test_every_check_declares_premises_that_run_before_it():
+    order = list(CHECKS)
+    assert set(DEPENDS) == set(CHECKS)
+    for label, needs in DEPENDS.items():
+        assert all(order.index(n) < order.index(label) for n in needs), label
+
+
+def test_checks_on_a_failed_cam_shape_are_not_run_and_say_which_check_failed():
+    results = {r.label: r for r in run_suite(UnsqueezedCAM)}
+    assert results["finite CAM (B, h, w)"].status == "FAIL"
+    assert results["finite CAM (B, h, w)"].reason == "expected a CAM of shape (8, h, w), came (8, 1, 4, 4)"
+    blocked = {label for label, r in results.items() if r.status == "not run"}
+    assert blocked == {"CAM on the map grid", "explain's Output = a clean forward", "CAM alone = CAM in batch (eval)",
+                       "hooks released"}                         # "CAM on the map grid" used to pass here
+    assert results["CAM on the map grid"].reason == "not run: depends on 'finite CAM (B, h, w)', which failed"
+    passed = {label for label, r in results.items() if r.status == "pass"}
+    assert passed == set(CHECKS) - blocked - {"finite CAM (B, h, w)"}
+
+
+def test_a_failed_root_blocks_its_dependents_through_checks_that_did_not_run(monkeypatch):
+    def broken(method):
+        raise ConformanceError("expected logits of shape (8, 7), came (8, 6)")
+
+    monkeypatch.setitem(CHECKS, "output shapes", broken)
+    results = run_suite("cam")
+    assert results[0].status == "FAIL" and all(r.status == "not run" for r in results[1:])
+    assert {r.reason for r in results[1:]} == {"not run: depends on 'output shapes', which failed"}
+    assert dict(run_checks("cam"))["CAM on the map grid"] == "not run: depends on 'output shapes', which failed"
+
+
+def test_an_error_inside_a_library_names_the_plugin_line_and_keeps_the_traceback():
+    result = next(r for r in run_suite(LibraryCrashCAM) if r.label == "finite CAM (B, h, w)")
+    assert result.reason.startswith("ValueError at ") and "torch/nn/functional.py:" in result.reason
+    assert "called from " in result.reason and "test_conformance.py:" in result.reason
+    assert "F.interpolate(cam, size=(3, 3, 3))" in result.reason
+    assert result.details.startswith("Traceback (most recent call last):")
+    assert "in check_finite_cam" in result.details and "in interpolate" in result.details

@@ -81,7 +81,7 @@ def test_a_grid_past_its_time_limit_is_stopped(tmp_path):
     hurried = dataclasses.replace(gpu_check.CPU_TINY, grid_timeout_s=1)
     code, seconds, _ = gpu_check.run_grid(hurried, tmp_path, "late", "cam")
     assert code is None and seconds < 60
-    assert not list(tmp_path.glob("late/evaluations/*.json"))
+    assert not list(tmp_path.glob("late/models/*/model.json"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine this would run the real check")
@@ -101,7 +101,7 @@ def test_cpu_tiny_runs_the_whole_check_and_its_table_matches_the_records(tmp_pat
     assert table[0].startswith("| check |") and "not judged on a CPU" in table[1]
     ratio = float(re.search(r"\| (\d+\.\d{3}) \(target", table[1]).group(1))
     assert ratio > 0
-    records = [json.loads(p.read_text()) for p in (tmp_path / "tiny" / "evaluations").glob("*.json")]
+    records = [json.loads(p.read_text()) for p in (tmp_path / "tiny" / "models").glob("*/model.json")]
     assert sorted(r["spec"]["method"] for r in records) == ["apvit", "cam", "tscam"]
     for record in records:
         label = record["spec"]["method"] + (" (+gradcam)" if record["spec"]["method"] == "cam" else "")

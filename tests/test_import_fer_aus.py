@@ -304,3 +304,42 @@ def test_every_published_folder_is_recognised(tmp_path):
                 assert (ck.au, ck.checkpoint, ck.method.theirs, ck.encoder) == (au, "best", theirs, encoder)
                 seen.add((ck.dataset, ck.method.ours, ck.au))
     assert len(seen) == 44 and {d for d, _, _ in seen} == {"rafdb", "affectnet"}
+
+
+@pytest.mark.slow
+def test_imported_models_are_evaluated_and_shown_as_imported(exported, tmp_path, monkeypatch):
+    """`bench import fer-aus` -> kept models -> `bench eval` (nothing trained) -> `bench table` marks them."""
+    import csv
+    import io
+    import os
+    import subprocess
+    import sys
+
+    from test_data_rafdb import make_rafdb, write_landmarks
+
+    env = {**os.environ, "BENCH_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    env.pop("BENCH_DATA", None)
+    monkeypatch.setenv("BENCH_CACHE", env["BENCH_CACHE"])
+    root, basic, names, truth = make_rafdb(tmp_path / "data")
+    write_landmarks(basic, names, truth, "original")          # their evaluation crops the original images
+    checkpoints = tmp_path / "checkpoints"
+    for method in ("cam", "gradcam"):
+        _write(checkpoints, method, exported[method][3])
+    results = tmp_path / "results"
+
+    def bench(*args):
+        out = subprocess.run([sys.executable, "-c", "from bench.cli.main import main; main()", *args], env=env,
+                             capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out
+
+    bench("import", "fer-aus", str(checkpoints), "--run-name", "imported", "--profile", "smoke",
+          "--results-dir", str(results), "--set", "model.width=0.125")
+    models = sorted(p.name for p in (results / "imported" / "models").iterdir())
+    assert len(models) == 2 and all(m.startswith("imported-") for m in models)
+    out = bench("eval", "--run", "imported", "--results-dir", str(results), "--executor", "local",
+                "--data-root", str(root))
+    assert "done: 0 trained, 2 evaluated" in out.stderr
+    table = bench("table", "--run", "imported", "--results-dir", str(results), "--format", "csv", "--metric", "cl")
+    titles = {row["method"]: row["title"] for row in csv.DictReader(io.StringIO(table.stdout))}
+    assert titles == {"cam": "CAM (imported)", "gradcam": "GradCAM (imported)"}

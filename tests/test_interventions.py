@@ -14,8 +14,9 @@ from bench.data.synthetic import SyntheticOptions, face_landmarks, patch_mask, p
 from bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from bench.metrics.interventions import (
     METRIC_DIRECTIONS, CheckTable, SyntheticSplit, Unit, check_rates, choose_threshold, intervention_metrics,
-    rank_agreement, region_deletion_metrics, unit_masks,
+    rank_agreement, unit_masks,
 )
+from bench.metrics.region_deletion import region_deletion_metrics
 from methods import Method
 from methods.base import Output
 

@@ -129,3 +129,45 @@ def test_check_plugin_on_a_module_in_the_current_folder_without_class(tmp_path):
     assert "FAIL expected a CAM of spatial size (4, 4) (the grid of 'layer5'), came (4, 3)" in line
     assert "10 passed, 1 failed" in out.stdout
     assert "assertion failed" not in out.stdout
+
+
+SHAPE_AND_CRASH = '''
+import torch.nn.functional as F
+
+from methods.cam import CAM
+
+
+class CrashingCAM(CAM):
+    """Its CAM goes through torch with the wrong size: the error fires inside the library."""
+    name = "crashingcam"
+    title = "CrashingCAM"
+
+    def explain(self, model, x, target):
+        output, cam = super().explain(model, x, target)
+        return output, F.interpolate(cam, size=(3, 3, 3))
+'''
+
+
+def test_check_plugin_verbose_shows_the_traceback_and_dependent_checks_say_they_did_not_run(
+        tmp_path, monkeypatch, cli):
+    """Issue 20: a failure inside a library used to print only 'ValueError at …/torch/nn/functional.py',
+    and checks on the CAM it rejected could still pass."""
+    (tmp_path / "crashingplugin.py").write_text(SHAPE_AND_CRASH)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "crashingplugin", raising=False)
+    code, out, _ = cli("check-plugin", "crashingplugin")
+    assert code == 1
+    line = next(line for line in out.splitlines() if "finite CAM (B, h, w)" in line)
+    assert "FAIL ValueError at " in line and "called from " in line and "crashingplugin.py:14" in line
+    grid = next(line for line in out.splitlines() if "CAM on the map grid" in line)
+    assert "not run: depends on 'finite CAM (B, h, w)', which failed" in grid and "pass" not in grid
+    assert "6 passed, 1 failed, 4 not run" in out
+    assert "bench check-plugin crashingplugin --verbose shows the full traceback" in out
+    assert "Traceback" not in out
+
+    code, out, _ = cli("check-plugin", "crashingplugin", "--verbose")
+    assert code == 1
+    shown = out[out.index("--- finite CAM (B, h, w): traceback ---"):]
+    assert shown.count("Traceback (most recent call last):") == 1       # one failure, one traceback
+    assert 'crashingplugin.py", line 14, in explain' in shown and "in interpolate" in shown
+    assert "--verbose shows" not in out

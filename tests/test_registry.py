@@ -179,7 +179,10 @@ def test_bench_plugins_module_from_the_current_folder(fresh_registry, monkeypatc
         cls = get_method("fx_here")
         # Ray workers start in other folders: they find the module through PYTHONPATH.
         assert str(tmp_path) in os.environ["PYTHONPATH"].split(os.pathsep)
-        digest = hashlib.sha256(b"fx_here_plugin.py\0" + (tmp_path / "fx_here_plugin.py").read_bytes() + b"\0")
+        from methods.source import normalised_tree, source_digest   # comments and docstrings do not count
+
+        normalised = source_digest(normalised_tree((tmp_path / "fx_here_plugin.py").read_bytes())).encode()
+        digest = hashlib.sha256(b"fx_here_plugin.py\0" + normalised + b"\0")
         assert plugin_origin(cls) == {"distribution": "unpackaged:fx_here_plugin",
                                       "version": "src-" + digest.hexdigest()[:12], "source": "module fx_here_plugin"}
     finally:

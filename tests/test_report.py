@@ -244,3 +244,32 @@ def test_data_section_shows_coverage_per_au_mode_and_differing_data_as_variants(
     assert "| test | 50 | 1 | 0 | memory |" in lines and "| test | 49 | 1 | 0 | memory |" in lines
     assert data_section([{"spec": {"dataset": "rafdb", "au": True, "seed": 0}, "data": {}}])[4].startswith(
         "1 of 1 trial has no data section")
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 20: the provenance names each method's plugin distribution and version
+
+def test_report_provenance_lists_each_plugins_distribution_and_version(monkeypatch, capsys, tmp_path):
+    run = tmp_path / "plugins"
+    for seed, extra_version in ((0, "0.3.0"), (1, "0.3.0"), (2, "0.4.0")):
+        write_record(run, f"t{seed}", setting="a1a1a1a1a1a1", seed=seed, evaluate=("cam", "xgradcam"), mtime=1000.0 + seed,
+                     rows=[_row("cam", "CAM", 80.0, setting="a1a1a1a1a1a1", plugin="au-cam-bench==0.1.0"),
+                           _row("xgradcam", "XGrad-CAM", 79.0, setting="a1a1a1a1a1a1",
+                                plugin=f"au-cam-extra=={extra_version}")])
+    code, _, err = bench(monkeypatch, capsys, "report", "--results-dir", str(tmp_path), "--run", "plugins",
+                         "--no-figures")
+    assert code == 0, err
+    text = (run / "report.md").read_text()
+    line = next(line for line in text.splitlines() if line.startswith("| method plugins |"))
+    assert line == ("| method plugins | cam: au-cam-bench==0.1.0; xgradcam: au-cam-extra==0.3.0 (2 results), "
+                    "au-cam-extra==0.4.0 (1 result) |")
+
+
+def test_plugin_provenance_falls_back_to_the_evaluation_identity():
+    from bench.reporting.report import plugins_cell
+
+    failed = {"status": "failed", "rows": [], "spec": {"evaluate": ["gradcam"]},
+              "identity": {"plugin": {"distribution": "au-cam-bench", "version": "0.1.0", "source": "x"}}}
+    old = {"status": "ok", "rows": [{"method": "cam"}], "spec": {"evaluate": ["cam"]}}    # written before rows had it
+    assert plugins_cell([failed, old]) == "gradcam: au-cam-bench==0.1.0"
+    assert plugins_cell([old]) == "—"

@@ -5,7 +5,8 @@ import sys
 import pytest
 
 from bench.errors import UserError
-from bench.integrations.tracking import final_metrics, parse_kinds, tune_callbacks
+from bench.integrations.tracking import parse_kinds, tune_callbacks
+from bench.sweep.report_row import final_metrics
 
 EPOCHS = [{"epoch": 1, "train_loss": 1.5, "val_cl": 30.0, "best_cl": 30.0},
           {"epoch": 2, "train_loss": 1.25, "val_cl": 40.0, "best_cl": 40.0}]

@@ -144,3 +144,47 @@ def test_tune_works_for_the_transformers(tmp_path, method, offered):
     raw = tomllib.loads((tmp_path / f"tune-{method}-synthetic" / "best.toml").read_text())
     assert "off" not in raw["per_au"]                          # --au on tunes the aligned mode only
     assert set(raw["per_au"]["on"]["au"]["layers"]) <= offered
+
+
+# --- issue 21.6: bench tune takes bench run's paths and preflight, before any trial ---
+from bench.cli.paths import absolute_data_root  # noqa: E402
+from test_data_rafdb import make_rafdb  # noqa: E402
+
+SMALL = ["--profile", "smoke", "--set", "data.image_size=32", "--set", "data.val_fraction=0.3"]
+
+
+def _one_line(err):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("root_from", ["--data-root", "BENCH_DATA"])
+def test_a_w_au_search_on_data_without_landmarks_stops_before_any_trial(tmp_path, cli, monkeypatch, root_from):
+    """It used to tune λ against a zero alignment loss; now the coverage check of bench run stops it."""
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    root, *_ = make_rafdb(tmp_path / "data")
+    where = ["--data-root", root] if root_from == "--data-root" else []
+    if root_from == "BENCH_DATA":
+        monkeypatch.setenv("BENCH_DATA", str(root))
+    results = tmp_path / "results"
+    code, _, err = cli("tune", "--method", "cam", "--dataset", "rafdb", "--au", "on", *where, *SMALL,
+                       "--set", "data.landmarks=none", "--results-dir", results)
+    line = _one_line(err)
+    assert code == 2 and "rafdb w/ AU: only 0 of 6 training faces" in line and "landmarks: none" in line, line
+    assert not results.exists()                                   # no Ray experiment, no trial folder
+
+
+def test_the_dry_run_stops_a_search_whose_first_step_diverges(tmp_path, cli):
+    code, _, err = cli("tune", "--method", "cam", "--au", "off", *SMALL, "--set", "train.lr=1e30",
+                       "--results-dir", tmp_path)
+    line = _one_line(err)
+    assert code == 2 and "already makes the model's logits non-finite" in line, line
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_relative_data_root_is_made_absolute_before_ray_changes_the_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert absolute_data_root((("data.root", "data/raf"), ("train.lr", 0.1))) == (
+        ("data.root", str(tmp_path / "data" / "raf")), ("train.lr", 0.1))
+    assert absolute_data_root((("data.root", ""),)) == (("data.root", ""),)     # "" keeps meaning $BENCH_DATA

@@ -20,14 +20,16 @@ def register(app: typer.Typer) -> None:
     app.add_typer(importer, name="import")
 
 
-def save_imported(run_dir: Path, imported) -> Path:
-    """Store one imported checkpoint as a kept model (weights + model.json)."""
+def save_imported(run_dir: Path, imported, overrides=()) -> Path:
+    """Store one imported checkpoint as a kept model (weights + model.json); ``overrides`` (``--set``)
+    travel with it, so ``bench eval`` rebuilds exactly the model that was imported."""
     from datetime import datetime, timezone
 
     from bench.importers import model_record
     from bench.store.models import ModelStore
 
     model_id = "imported-" + imported.provenance["sha256"][:16]
+    imported.overrides = [*imported.overrides, *overrides]
     record = model_record(imported)
     spec = record["spec"]
     record.update(id=model_id, kind="model", created=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
@@ -44,6 +46,7 @@ def fer_aus(
     results_dir: Path = typer.Option(Path("results"), help="Where run folders live."),
     checkpoint: str = typer.Option("best", help="best | last | all (the authors keep cp_best and cp_last)."),
     profile: str = typer.Option("paper", help="Profile the imported models are rebuilt and evaluated with."),
+    set_: List[str] = typer.Option([], "--set", help="Override a setting (key=value) after those read from the checkpoint's config; the shapes must still fit."),
 ) -> None:
     """Import the published models of "Guided Interpretable FER via Spatial AU Cues" (44 checkpoints)."""
     from rich.console import Console
@@ -56,8 +59,12 @@ def fer_aus(
         if not path.exists():
             raise UserError(f"{path} does not exist; give a checkpoint folder (model.pt + config_model.yaml) or a "
                             "folder of them")
+    from bench.config.settings import parse_override
+
+    overrides = [parse_override(item) for item in set_]
     console = Console(stderr=True, highlight=False)
     run_dir = results_dir / run_name
-    saved = import_command(paths, run_dir, console.print, save_imported, profile=profile, checkpoint=checkpoint)
+    saved = import_command(paths, run_dir, console.print, lambda run, imported: save_imported(run, imported, overrides),
+                           profile=profile, overrides=overrides, checkpoint=checkpoint)
     console.print(f"{len(saved)} model(s) in {run_dir}/models; evaluate them with "
                   f"`bench eval --run {run_name} --results-dir {results_dir}`", markup=False)

@@ -6,7 +6,6 @@ and makes ``bench run`` exit 1 after the rest of the sweep has finished.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -36,11 +35,24 @@ def _seeds(value: str) -> list[int]:
 RUN_HELP = """Train and evaluate every (method, dataset, AU, seed) cell; finished cells are skipped.
 
 \b
-Datasets: synthetic (no download), rafdb, affectnet, folder (see README, Datasets).
+Datasets: synthetic (no download), rafdb, affectnet, folder (see docs/data.md).
 Data root: --data-root DIR, or $BENCH_DATA; decoded images are cached under $BENCH_CACHE
 (default ~/.cache/au-cam-bench). Profiles: demo, smoke, paper, paper-dry, or a .toml file.
 `bench run --list-settings` lists every --set key with its value in the chosen profile.
 """
+
+
+EVAL_HELP = ("base (CL, CAM-COS, ATT-COS), extended (+ faithfulness, sanity, AU localisation), interventions "
+             "(+ does the decision use the AUs?), or a comma-separated mix: extended,interventions.")
+
+
+def eval_overrides(value: str) -> tuple[tuple[str, bool], ...]:
+    """``--eval extended,interventions`` -> the eval.* switches it turns on (base: none)."""
+    kinds = _split(value)
+    bad = [k for k in kinds if k not in ("base", "extended", "interventions")]
+    if bad or not kinds:
+        raise UserError(f"bad --eval {value!r}: expected base, extended, interventions or a comma-separated mix")
+    return tuple((f"eval.{k}", True) for k in kinds if k != "base")
 
 
 @app.command(help=RUN_HELP)
@@ -62,11 +74,12 @@ def run(
     address: Optional[str] = typer.Option(None, help="Ray: join a cluster (auto | ray://host:port)."),
     max_failures: int = typer.Option(0, help="Ray: retry a failing trial this many times (it resumes from its checkpoint)."),
     share: bool = typer.Option(True, "--share/--no-share", help="Post-hoc extractors reuse the model they train like."),
-    eval_: str = typer.Option("base", "--eval", help="base (CL, CAM-COS, ATT-COS) | extended (+ faithfulness, sanity, AU localisation)."),
+    eval_: str = typer.Option("base", "--eval", help=EVAL_HELP),
     log: List[str] = typer.Option([], help="Ray: stream metrics to tensorboard | mlflow | wandb (repeatable or comma-separated)."),
     list_settings: bool = typer.Option(False, "--list-settings", help="List every --set key with its value in --profile, then exit."),
     reuse_older_code: bool = typer.Option(False, "--reuse-older-code", help="Evaluate kept models whose code alone changed instead of training them again (their rows are marked)."),
 ) -> None:
+    from bench.cli.paths import absolute_data_root, data_root_override, warn_unused_method_options
     from bench.config.settings import parse_override
     from bench.integrations.tune import config_overrides
 
@@ -78,8 +91,6 @@ def run(
     method_list, dataset_list, au_modes, seed_list = _grid_arguments(methods, datasets, au, seeds)
     if executor not in ("ray", "local"):
         raise UserError(f"bad --executor {executor!r}: expected ray or local")
-    if eval_ not in ("base", "extended"):
-        raise UserError(f"bad --eval {eval_!r}: expected base or extended")
     log_kinds = _split(",".join(log))
     if log_kinds and executor != "ray":
         raise UserError("--log streams through Ray Tune's logger callbacks: use it with --executor ray")
@@ -87,9 +98,10 @@ def run(
         raise UserError(f"bad --cpus-per-trial {cpus_per_trial:g}: expected a positive number")
     file_overrides = config_overrides(config_file) if config_file is not None else []
     overrides = tuple(file_overrides) + tuple(parse_override(item) for item in set_)
-    if eval_ == "extended":
-        overrides += (("eval.extended", True),)
-    overrides += _data_root_override(data_root, dataset_list, overrides)
+    overrides += eval_overrides(eval_)
+    overrides = absolute_data_root(overrides)
+    overrides += data_root_override(data_root, dataset_list, overrides)
+    warn_unused_method_options(overrides, method_list)
     callbacks_for = None
     if log_kinds:
         from bench.integrations.tracking import tune_callbacks
@@ -175,22 +187,6 @@ def _grid_arguments(methods: str, datasets: str, au: str, seeds: str):
     if not seed_list:
         raise UserError("--seeds is empty: give integers like 0,1,2")
     return method_list, dataset_list, modes[au], seed_list
-
-
-def _data_root_override(data_root: Path | None, datasets: list[str], overrides: tuple) -> tuple:
-    """``data.root`` as an absolute path, from --data-root or $BENCH_DATA, for datasets that read
-    files: Ray workers run in other folders (and on other nodes, with other environments), and the
-    root is part of each trial's identity."""
-    from bench.data.cache import CATALOGS
-
-    if data_root is not None:
-        if data_root.exists() and not data_root.is_dir():
-            raise UserError(f"--data-root {data_root} is a file; point it at the folder that holds the dataset")
-        return (("data.root", str(data_root.expanduser().resolve())),)
-    if any(key == "data.root" for key, _ in overrides) or not any(d in CATALOGS for d in datasets):
-        return ()
-    env = os.environ.get("BENCH_DATA", "").strip()
-    return (("data.root", str(Path(env).expanduser().resolve())),) if env else ()
 
 
 def _warn_other_settings(run_dir: Path, setting: str) -> None:

@@ -84,26 +84,38 @@ def registration_problem(cls) -> str | None:
 
 def check_plugin(
     target: str = typer.Argument(..., help="Method name, or module[:Class] (from the current folder too)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the full traceback of each failed check."),
 ) -> None:
     """Check a plugin: registration, then the conformance suite (shapes, CAM grid, labels, clean Output,
-    batching, gradients, alignment, determinism, hooks). Exit 1 if anything fails."""
-    from bench.metrics.conformance import run_checks
+    batching, gradients, alignment, determinism, hooks). A check whose premise failed is not run.
+    Exit 1 if anything fails."""
+    from bench.metrics.conformance import CheckResult, run_suite
 
     cls = resolve_plugin(target)
     problem = registration_problem(cls)
-    results = [("registration (name, title, family, Config)", problem)] + run_checks(cls)
+    results = [CheckResult("registration (name, title, family, Config)", problem)] + run_suite(cls)
     label = getattr(cls, "name", cls.__qualname__)
     table = Table(title=f"conformance of {label!r} ({cls.__module__}.{cls.__qualname__})")
     table.add_column("check")
     table.add_column("result")
-    for label, reason in results:
-        table.add_row(label, "[green]pass[/]" if reason is None else f"[red]FAIL[/] {escape(reason)}")
+    for result in results:
+        shown = {"pass": "[green]pass[/]", "FAIL": f"[red]FAIL[/] {escape(result.reason or '')}",
+                 "not run": f"[yellow]{escape(result.reason or '')}[/]"}[result.status]
+        table.add_row(result.label, shown)
     # Piped output keeps each reason on one line (rich would wrap it into 80 columns).
     out = console if console.is_terminal else Console(soft_wrap=True, highlight=False, width=10_000)
     out.print(table)
-    failed = sum(reason is not None for _, reason in results)
-    out.print(f"{len(results) - failed} passed, {failed} failed")
-    if failed:
+    counts = {status: sum(r.status == status for r in results) for status in ("pass", "FAIL", "not run")}
+    out.print(f"{counts['pass']} passed, {counts['FAIL']} failed"
+              + (f", {counts['not run']} not run (a check they depend on failed)" if counts["not run"] else ""))
+    tracebacks = [r for r in results if r.status == "FAIL" and r.details]
+    if verbose:
+        for result in tracebacks:
+            out.print(f"\n--- {result.label}: traceback ---", markup=False)
+            out.print(result.details.rstrip(), markup=False)
+    elif tracebacks:
+        out.print(f"bench check-plugin {target} --verbose shows the full traceback of each failure")
+    if counts["FAIL"] or counts["not run"]:
         sys.exit(1)
 
 

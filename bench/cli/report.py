@@ -99,7 +99,21 @@ def load_frame(run_dirs: list[Path], methods: list[str], datasets: list[str], se
         if methods or datasets:
             raise UserError(f"{where} has no results to filter")
         return frame
-    return side_by_side(filter_frame(frame, methods, datasets, where))
+    return side_by_side(mark_imported(filter_frame(frame, methods, datasets, where)))
+
+
+def mark_imported(frame):
+    """Rows of models imported from elsewhere (``bench import``) or trained by older code and kept on
+    purpose (``--reuse-older-code``) say so in their method title: never mixed in silently."""
+    import polars as pl
+
+    for column, mark in (("imported", " (imported)"), ("trained_by_older_code", " (older code)")):
+        if frame.is_empty() or column not in frame.columns or not frame[column].fill_null(False).any():
+            continue
+        title = pl.col("title") if "title" in frame.columns else pl.col("method")
+        frame = frame.with_columns(pl.when(pl.col(column).fill_null(False)).then(title + mark)
+                                   .otherwise(title).alias("title"))
+    return frame
 
 
 def side_by_side(frame):

@@ -88,6 +88,8 @@ class EvalConfig:
     layers: tuple[str, ...] = ()  # ATT-COS layers; empty: every feature map the model returns
     extended: bool = False        # also faithfulness, sanity and AU-localisation metrics (--eval extended)
     sample_size: int = 256        # test faces (seeded choice) the extended metrics use; 0: all
+    interventions: bool = False   # does the decision use the AUs? counterfactual faces (synthetic) or AU-region
+                                  # deletion (real faces), on the same sample (--eval interventions)
     faithfulness_target: str = "true"  # true | predicted: the class deletion/insertion/ROAD explain and score
                                        # (true: the CAM the other metrics judge; predicted: RISE's top-1)
     pointing_tolerance: float = 0.0    # pointing game: pixels at the input size a peak may miss an AU region by

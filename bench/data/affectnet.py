@@ -57,11 +57,14 @@ def _find(root: Path, *names: str) -> Path | None:
 
 
 def parse_landmarks(text: str) -> np.ndarray | None:
-    values = [v for v in text.replace(",", ";").split(";") if v.strip()]
+    """136 numbers separated by ';' (or ','), as (68, 2); None when there are not 136 numbers."""
+    values = text.replace(",", ";").strip(" ;").split(";")
     if len(values) != 136:
-        return None
+        values = [v for v in values if v.strip()]
+        if len(values) != 136:
+            return None
     try:
-        return np.asarray(values, dtype=np.float32).reshape(68, 2)
+        return np.array(values, dtype=np.float32).reshape(68, 2)      # converted in C, not per value in Python
     except ValueError:
         return None
 

@@ -222,7 +222,8 @@ def _decoder(items: list[Item], image_size: int, meta: dict):
         kept = np.flatnonzero(ok)
         np.savez(tmp / "index.npz", source=kept, affine=affine[kept])
         errors.sort()
-        return {**meta, "total": n, "kept": int(len(kept)), "skipped": n - int(len(kept)),
+        return {**meta, "image_set": entries.image_set((item.path for item in items), Path(meta["root"])),
+                "total": n, "kept": int(len(kept)), "skipped": n - int(len(kept)),
                 "skipped_paths": [str(items[i].path) for i, _ in errors],
                 "errors": [(items[i].id, message) for i, message in errors[:20]]}
     return build
@@ -245,7 +246,6 @@ def decode_split(items: list[Item], image_size: int, folder: Path, split: str, r
     entry = folder / f"{split}-{key}"
     meta = {"dataset": dataset or folder.name.rsplit("-", 1)[0], "split": split, "key": key,
             "image_size": image_size, "root": str(root),
-            "image_set": entries.image_set((item.path for item in items), root),   # for bench cache list
             "cropped": any(item.box is not None for item in items), "options": options}
     built = False
     for attempt in range(2):

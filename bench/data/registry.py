@@ -54,6 +54,20 @@ def make_stats(dataset: str, data_root: str | None, landmark_source: str, landma
 
 
 DATASETS: dict[str, Callable[..., Splits]] = {}
+#: Datasets that can draw their faces again with AUs switched off (``bench.metrics.interventions``):
+#: name -> fn(data config, seed) -> {split: generated split}.
+COUNTERFACTUALS: dict[str, Callable] = {}
+
+
+def register_counterfactuals(name: str):
+    def wrap(fn):
+        COUNTERFACTUALS[name] = fn
+        return fn
+    return wrap
+
+
+def counterfactual_source(name: str) -> Callable | None:
+    return COUNTERFACTUALS.get(name)
 
 
 def register_dataset(name: str):

@@ -20,7 +20,7 @@ from bench.data import synthetic as generator
 from bench.data.arrays import Arrays, RowView
 from bench.data.cache import cache_root
 from bench.data.npy import NpyWriter
-from bench.data.registry import SPLITS, Splits, make_stats, register_dataset
+from bench.data.registry import SPLITS, Splits, make_stats, register_dataset, register_counterfactuals
 from bench.data.sanitise import digest, sanitise, without_landmarks
 from bench.data.synthetic import SyntheticOptions, SyntheticSplit, generate
 
@@ -91,6 +91,7 @@ def synthetic(config, seed: int) -> Splits:
     return _splits(config.image_size, sizes, config.shortcut, seed)
 
 
+@register_counterfactuals("synthetic")
 def counterfactual_splits(config, seed: int) -> dict[str, SyntheticSplit]:
     """The generated splits of the ``synthetic`` dataset for ``config`` (its ``data`` section) and ``seed``,
     as the interventions (``bench.metrics.interventions``) draw their faces again: split i of the

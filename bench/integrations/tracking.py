@@ -17,8 +17,6 @@ for local and cluster runs alike:
 """
 from __future__ import annotations
 
-from bench.sweep.report_row import final_metrics  # noqa: F401 - the row the trackers receive
-
 import importlib
 import os
 from pathlib import Path

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bench.errors import UserError
 
@@ -88,6 +88,20 @@ def model_layer_sets(method: str, profile: str, overrides: list[tuple[str, Any]]
     if not names:
         raise UserError(f"bench tune --method {method}: the model returns no (B, C, h, w) feature map to align")
     return layer_sets(names, tuple(config.au.layers) or tuple(trained.alignment_layers))
+
+
+def preflight(request: TuneRequest, say: Callable[[str], None] = lambda line: None) -> list[str]:
+    """``bench run``'s checks, before any trial: the data loads, AU maps cover the training faces of a
+    w/ AU search and the test faces always, the backbone builds, and one dry step trains and evaluates.
+    A search against a zero alignment loss (no landmarks) stops here with one line. Returns the notes
+    (coverage) to show. Every search trial is a model to train, so nothing is looked up in a store."""
+    from bench.sweep.preflight import plan_sweep
+
+    overrides = (*request.overrides, ("train.select_on", "val"))      # as the trials resolve it
+    nowhere = Path("/nonexistent/bench-tune-preflight")               # no records: every cell is checked
+    plan = plan_sweep([request.method], [request.dataset], list(request.modes), [request.seed], request.profile,
+                      overrides, False, nowhere, say=say)
+    return plan.notes
 
 
 def search_space(request: TuneRequest, au: bool, base_lr: float, layers: tuple[str, ...]) -> dict[str, Any]:

@@ -7,6 +7,8 @@ the harness does: ``model(x, labels=labels if method.needs_labels else None)``, 
 quietly reads labels it will never get fails here rather than in a sweep; and the logits must not
 move with the labels even when a method declares ``needs_labels`` (labels may steer its CAM only). ``tests/test_conformance.py``
 runs every check on every registered method; ``bench check-plugin`` runs them on any plugin.
+``DEPENDS`` declares what each check takes for granted: when that failed, the check is not run and
+says so, instead of passing on a premise that does not hold.
 """
 from __future__ import annotations
 
@@ -318,24 +320,89 @@ CHECKS: dict[str, Callable[[MethodRef], None]] = {
     "hooks released": check_hooks_released,
 }
 
+#: What each check takes for granted: a check whose premise failed is reported as not run, never as
+#: a pass it did not earn (a (B, 1, h, w) CAM has no "map grid" to be right about). Everything needs
+#: a forward that returns the alignment maps; everything that reads explain's CAM needs a (B, h, w) one.
+DEPENDS: dict[str, tuple[str, ...]] = {
+    "output shapes": (),
+    "finite CAM (B, h, w)": ("output shapes",),
+    "CAM on the map grid": ("finite CAM (B, h, w)",),
+    "logits ignore labels": ("output shapes",),
+    "explain's Output = a clean forward": ("finite CAM (B, h, w)",),
+    "CAM alone = CAM in batch (eval)": ("finite CAM (B, h, w)",),
+    "gradients reach the backbone": ("output shapes",),
+    "alignment loss falls": ("output shapes",),
+    "same seed, same result": ("output shapes",),
+    "hooks released": ("finite CAM (B, h, w)",),
+}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check's outcome. ``reason`` is None for a pass; ``blocked_by`` names the failed check that
+    kept this one from running; ``details`` is the full traceback of a failure (``--verbose``)."""
+
+    label: str
+    reason: str | None = None
+    details: str = ""
+    blocked_by: str | None = None
+
+    @property
+    def status(self) -> str:
+        return "pass" if self.reason is None else "not run" if self.blocked_by else "FAIL"
+
+
+def _library_paths() -> tuple[str, ...]:
+    """Folders of installed packages and the standard library: frames there are not the plugin's."""
+    import sysconfig
+
+    paths = {sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+    return tuple(str(p) for p in paths if p)
+
 
 def describe_failure(exc: BaseException) -> str:
-    """One line for a failed check: the suite's own message, or where a plugin's bare assert fired."""
+    """One line for a failed check: the suite's own message, or where a plugin's error fired; when
+    that is inside a library, also the last frame outside the libraries (the code that called it)."""
     if isinstance(exc, ConformanceError):
         return str(exc)
     text = " ".join(str(exc).split())
-    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
+    where = frames[-1] if frames else None
     at = f" at {where.filename}:{where.lineno} ({(where.line or '').strip()})" if where else ""
+    libraries = _library_paths()
+    if where is not None and where.filename.startswith(libraries):
+        caller = next((f for f in reversed(frames) if not f.filename.startswith(libraries)), None)
+        if caller is not None and caller.filename != __file__:
+            at += f", called from {caller.filename}:{caller.lineno} ({(caller.line or '').strip()})"
     return f"{type(exc).__name__}{at}" + (f": {text}" if text else "")
 
 
-def run_checks(method: MethodRef) -> list[tuple[str, str | None]]:
-    """[(check, None if passed else the reason)] for one method."""
-    results = []
+def _blocker(label: str, results: dict[str, CheckResult]) -> str | None:
+    """The failed check behind a premise of ``label`` (followed through checks that did not run)."""
+    for needed in DEPENDS.get(label, ()):
+        done = results.get(needed)
+        if done is not None and done.reason is not None:
+            return done.blocked_by or needed
+    return None
+
+
+def run_suite(method: MethodRef) -> list[CheckResult]:
+    """Every check in order; a check whose premise failed is not run and says which one failed."""
+    results: dict[str, CheckResult] = {}
     for label, check in CHECKS.items():
+        blocker = _blocker(label, results)
+        if blocker is not None:
+            results[label] = CheckResult(label, f"not run: depends on {blocker!r}, which failed", blocked_by=blocker)
+            continue
         try:
             check(method)
-            results.append((label, None))
+            results[label] = CheckResult(label)
         except Exception as exc:  # noqa: BLE001 - a crashing plugin fails the check, with its error
-            results.append((label, describe_failure(exc)))
-    return results
+            details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            results[label] = CheckResult(label, describe_failure(exc), details)
+    return list(results.values())
+
+
+def run_checks(method: MethodRef) -> list[tuple[str, str | None]]:
+    """[(check, None if passed else the reason)] for one method (a check not run gives its reason too)."""
+    return [(r.label, r.reason) for r in run_suite(method)]

@@ -22,30 +22,27 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
+from methods.source import normalised_tree, source_digest
+
 FIRST_PARTY = ("bench", "au", "backbones", "methods")
 
 #: Modules whose code (and everything first-party they import) decides a model's weights.
 TRAINING_ROOTS = ("bench.train.fit", "bench.data", "backbones")
 
 #: Modules whose code decides an evaluation's numbers, given a model.
-EVALUATION_ROOTS = ("bench.metrics.base", "bench.metrics.extended", "bench.data.transforms", "backbones")
+EVALUATION_ROOTS = ("bench.sweep.evaluation", "bench.metrics.base", "bench.metrics.extended",
+                    "bench.metrics.interventions", "bench.metrics.region_deletion", "bench.data.transforms",
+                    "backbones")
 
 
-def _strip_docstrings(tree: ast.AST) -> ast.AST:
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
-                    and isinstance(body[0].value.value, str):
-                node.body = body[1:] or [ast.Pass()]
-    return tree
+def _parsed(path: str) -> tuple[str, tuple[str, ...]]:
+    """(normalised-source digest, imported module names) of one file (parsed once per content)."""
+    return _parse_source(Path(path).read_bytes(), path)
 
 
 @lru_cache(maxsize=None)
-def _parsed(path: str, mtime_ns: int, size: int) -> tuple[str, tuple[str, ...]]:
-    """(normalised-source digest, imported module names) of one file."""
-    source = Path(path).read_text(encoding="utf-8")
-    tree = ast.parse(source, filename=path)
+def _parse_source(source: bytes, path: str) -> tuple[str, tuple[str, ...]]:
+    tree = normalised_tree(source, path)
     imports: list[str] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -54,8 +51,7 @@ def _parsed(path: str, mtime_ns: int, size: int) -> tuple[str, tuple[str, ...]]:
             base = node.module or ""
             prefix = "." * node.level
             imports.extend(f"{prefix}{base}:{alias.name}" for alias in node.names)
-    dump = ast.dump(_strip_docstrings(tree), annotate_fields=False, include_attributes=False)
-    return hashlib.sha256(dump.encode()).hexdigest()[:16], tuple(imports)
+    return source_digest(tree), tuple(imports)
 
 
 def _module_file(name: str) -> Path | None:
@@ -93,7 +89,35 @@ def _defining_module(module: str, name: str) -> str:
     return defined_in if isinstance(defined_in, str) else module
 
 
+_MEMO: dict[tuple, tuple[dict[str, str], dict[str, str]]] = {}
+
+
+def _stamps(modules: Iterable[str]) -> dict[str, str]:
+    """A hash of each module file's bytes (cheap next to parsing; mtimes can repeat within a clock tick)."""
+    out = {}
+    for name in modules:
+        path = _module_file(name)
+        if path is not None:
+            out[name] = hashlib.blake2b(path.read_bytes(), digest_size=8).hexdigest()
+    return out
+
+
 def code_digests(roots: Iterable[str], extra_packages: Iterable[str] = ()) -> dict[str, str]:
+    """{module name: normalised-source digest} of ``roots`` and every first-party module they import.
+
+    The walk is remembered per (roots, packages) while none of the files it read has changed, so a
+    sweep of many cells walks the imports once."""
+    key = (tuple(roots), tuple(sorted(set(extra_packages))))
+    if key in _MEMO:
+        digests, stamps = _MEMO[key]
+        if _stamps(stamps) == stamps:
+            return dict(digests)
+    digests = _walk(key[0], key[1])
+    _MEMO[key] = (digests, _stamps(digests))
+    return dict(digests)
+
+
+def _walk(roots: Iterable[str], extra_packages: Iterable[str] = ()) -> dict[str, str]:
     """{module name: normalised-source digest} of ``roots`` and every first-party module they import.
 
     A package's ``__init__`` reached through an import counts with its own source, but its imports
@@ -109,8 +133,7 @@ def code_digests(roots: Iterable[str], extra_packages: Iterable[str] = ()) -> di
         path = _module_file(name)
         if path is None:
             continue
-        stat = path.stat()
-        digest, imports = _parsed(str(path), stat.st_mtime_ns, stat.st_size)
+        digest, imports = _parsed(str(path))
         out[name] = digest
         is_package = path.name == "__init__.py"
         if is_package and name not in root_set:

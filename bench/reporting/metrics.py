@@ -19,12 +19,14 @@ SHARED_MARK = "‡"
 FLAG_MARK = "§"
 UP, DOWN = "↑", "↓"
 METRIC_KEYS = ("cl", "cam-cos", "att-cos")
-EXTENDED_KEYS = ("deletion", "insertion", "road", "sanity", "sanity-auc", "pointing", "mass", "rank")
+EXTENDED_KEYS = ("deletion", "insertion", "road", "sanity", "sanity-auc", "pointing", "mass", "rank",
+                 "au-agreement", "preservation", "au-deletion", "shortcut")
 ALL_METRIC_KEYS = METRIC_KEYS + EXTENDED_KEYS
 #: Row columns written only by ``bench run --eval extended``: a row with none of them was not evaluated so.
 EXTENDED_COLUMNS = ("deletion_auc", "insertion_auc", "road", "sanity_rho_final", "sanity_auc", "sanity_similarity",
-                    "sanity_pass", "pointing", "relevance_mass", "relevance_rank")
-EXTENDED_HINT = "run `bench run --eval extended` (same settings) to compute them"
+                    "sanity_pass", "pointing", "relevance_mass", "relevance_rank", "au_importance_agreement",
+                    "preservation", "deletion", "shortcut_reliance")
+EXTENDED_HINT = "evaluate them with `bench eval --eval extended,interventions` (same run; trains nothing)"
 #: --layer auto: each method's own (first) alignment layer, as the paper's Table 2 compares CNNs
 #: at layer 5 with transformers at their aligned token map.
 AUTO_LAYER = "auto"
@@ -86,6 +88,12 @@ def metrics_for(layer: str, keys: Sequence[str] = METRIC_KEYS) -> list[Metric]:
         "pointing": Metric("pointing", "Pointing", 3, extended=True),
         "mass": Metric("relevance_mass", "Relevance mass", 3, extended=True),
         "rank": Metric("relevance_rank", "Relevance rank", 3, extended=True),
+        # --eval interventions (docs/interventions.md): does the decision use the AUs?
+        "au-agreement": Metric("au_importance_agreement", "AU importance agreement", 3, extended=True, average="mean"),
+        "preservation": Metric("preservation", "Preservation", 3, extended=True, average="mean"),
+        "au-deletion": Metric("deletion", "AU deletion check", 3, extended=True, average="mean"),
+        "shortcut": Metric("shortcut_reliance", "Shortcut reliance", 3, higher_better=False, per_model=True,
+                           extended=True, average="mean"),
     }
     bad = [k for k in keys if k not in known]
     if bad:

@@ -32,6 +32,38 @@ def _seconds(value: Any) -> str:
     return "—" if value is None else f"{float(value):.1f}"
 
 
+def _plugin_of(record: dict, row: dict) -> str | None:
+    """``distribution==version`` of a row's method: the row's own label, else the evaluation identity's."""
+    if row.get("plugin"):
+        return str(row["plugin"])
+    origin = (record.get("identity") or {}).get("plugin")
+    if isinstance(origin, dict) and origin.get("distribution"):
+        return f"{origin['distribution']}=={origin.get('version', '?')}"
+    return None
+
+
+def plugins_cell(records: Sequence[dict]) -> str:
+    """Each evaluated method with the distribution and version of its plugin (``cam: au-cam-bench==0.1``);
+    a method evaluated with several versions lists each with its count of results."""
+    by_method: dict[str, Counter] = {}
+    for r in records:
+        rows = r.get("rows") or [{"method": name} for name in (r.get("spec") or {}).get("evaluate") or []]
+        for row in rows:
+            label = _plugin_of(r, row)
+            if row.get("method") and label:
+                by_method.setdefault(str(row["method"]), Counter())[label] += 1
+    if not by_method:
+        return "—"
+    parts = []
+    for method in sorted(by_method):
+        counts = by_method[method]
+        if len(counts) == 1:
+            parts.append(f"{method}: {next(iter(counts))}")
+        else:
+            parts.append(f"{method}: " + ", ".join(f"{v} ({_count(n, 'result')})" for v, n in counts.most_common()))
+    return _md("; ".join(parts))
+
+
 def provenance_section(records: Sequence[dict]) -> list[str]:
     """Distinct provenance values over all trials (a mixed run shows every variant with its count)."""
     def tally(values) -> str:
@@ -56,6 +88,7 @@ def provenance_section(records: Sequence[dict]) -> list[str]:
              f"| git revision | {tally(revisions)} |",
              f"| python | {tally(p.get('python') for p in prov)} |",
              f"| packages | {tally(packages)} |",
+             f"| method plugins | {plugins_cell(records)} |",
              f"| hardware | {tally(hardware)} |", ""]
     from bench.store.settings import setting_of
 

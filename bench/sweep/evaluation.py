@@ -63,18 +63,71 @@ def _extended(model, methods: list[Method], result: EvaluationResult, test, conf
         result.metrics[method.name].update(ext.metrics)
         for key, curve in ext.curves.items():
             result.maps["curve_fractions" if key == "curve_fractions" else f"{method.name}.{key}"] = curve
-        per_face = getattr(ext, "faces", None) or {}
-        columns = result.faces.get(method.name)
-        if columns is not None:
-            n = len(next(iter(columns.values())))
-            for key, values in per_face.items():
-                full = np.full(n, np.nan, dtype=np.float32)
-                full[chosen.numpy()] = np.asarray(values, dtype=np.float32)
-                columns[f"ext_{key}"] = full
+        if method.name in result.faces:
+            _spread(result.faces[method.name], chosen.numpy(), ext.faces, "ext_")
+
+
+def _spread(columns: dict[str, np.ndarray], chosen: np.ndarray, values: dict[str, np.ndarray], prefix: str) -> None:
+    """Per-face values of a sample, as full-length columns (NaN for faces outside the sample)."""
+    n = len(next(iter(columns.values())))
+    for key, array in values.items():
+        array = np.asarray(array)
+        if array.ndim != 1 or len(array) != len(chosen) or not np.issubdtype(array.dtype, np.number):
+            continue
+        full = np.full(n, np.nan, dtype=np.float32)
+        full[chosen] = array.astype(np.float32)
+        columns[f"{prefix}{key}"] = full
+
+
+def _interventions(model, methods: list[Method], result: EvaluationResult, data, dataset: str, config: Config,
+                   device: torch.device, channels_last: bool, seed: int) -> None:
+    """Does the decision use the AUs (``eval.interventions``)? On a dataset that can draw its faces again
+    (synthetic), counterfactual faces with AUs switched off and shortcut patches added, the threshold of
+    the checks chosen on validation faces; on real faces, AU-region deletion."""
+    from bench.data.registry import counterfactual_source
+    from bench.metrics.interventions import Pictures, intervention_metrics
+    from bench.metrics.region_deletion import region_deletion_metrics
+
+    chosen = select_sample(len(data.test), config.eval.sample_size, seed).numpy()
+    source = counterfactual_source(dataset)
+    splits = source(config.data, seed) if source is not None else None
+    pictures = Pictures()
+    for method in methods:
+        if method.name not in result.metrics:
+            continue
+        try:
+            if splits is not None:
+                validation = select_sample(len(data.val), config.eval.sample_size, seed + 1).tolist()
+                found = intervention_metrics(model, method, splits["test"], chosen.tolist(), validation=splits["val"],
+                                             validation_indices=validation, device=device,
+                                             batch_size=config.train.eval_batch_size, channels_last=channels_last,
+                                             pictures=pictures)
+            else:
+                sample = data.test.take(chosen.tolist())
+                found = region_deletion_metrics(model, method, sample.images, sample.labels, sample.landmarks,
+                                                codebook=get_codebook(config.au.codebook), device=device,
+                                                batch_size=config.train.eval_batch_size,
+                                                channels_last=channels_last, seed=seed)
+        except Exception as exc:  # noqa: BLE001 - this method's record fails, the others land
+            result.failures[method.name] = f"interventions: {type(exc).__name__}: {exc}"
+            continue
+        result.metrics[method.name].update(found.metrics)
+        result.metrics[method.name]["intervention"] = found.details.get("intervention", "region deletion")
+        for key, curve in found.curves.items():
+            result.maps[f"{method.name}.int_{key}"] = np.asarray(curve)
+        if method.name in result.faces:
+            _spread(result.faces[method.name], chosen, found.faces, "int_")
+            headline = {}                    # per-face values of the headline metrics, for the faces tests
+            if "agreement" in found.faces:
+                headline["au_importance_agreement"] = found.faces["agreement"]
+            if np.ndim(found.faces.get("patch_moved")) == 2:
+                with np.errstate(all="ignore"):
+                    headline["shortcut_reliance"] = np.nanmean(found.faces["patch_moved"], axis=1)
+            _spread(result.faces[method.name], chosen, headline, "ext_")
 
 
 def evaluate_model(model: torch.nn.Module, methods: list[Method], trained: Method, data, config: Config,
-                   device: torch.device, channels_last: bool, seed: int) -> EvaluationResult:
+                   device: torch.device, channels_last: bool, seed: int, dataset: str = "") -> EvaluationResult:
     """Base metrics (and extended ones when asked) of every extractor, one batched pass over test."""
     start = time.perf_counter()
     reserved = torch.cuda.memory_reserved(device) if device.type == "cuda" else 0     # the model's own memory
@@ -94,7 +147,9 @@ def evaluate_model(model: torch.nn.Module, methods: list[Method], trained: Metho
                               "label": np.asarray(labels, dtype=np.int64), **columns}
     if config.eval.extended:
         _extended(model, methods, result, test, config, data.num_classes, device, channels_last, seed)
-        result.metrics = {name: m for name, m in result.metrics.items() if name not in result.failures}
+    if config.eval.interventions:
+        _interventions(model, methods, result, data, dataset, config, device, channels_last, seed)
+    result.metrics = {name: m for name, m in result.metrics.items() if name not in result.failures}
     result.seconds = time.perf_counter() - start
     return result
 

@@ -141,7 +141,7 @@ def run_job(job: Job, store: RunStore, reporter: Reporter | None = None) -> dict
     if m.model_id or job.source_model:          # planned by the driver (not built by hand)
         for expected, ident in zip(job.eval_ids, eval_identities):
             check_identity(expected, ident, "evaluation")
-    result = evaluate_model(model, extractors, trained, data, config, device, channels_last, m.seed)
+    result = evaluate_model(model, extractors, trained, data, config, device, channels_last, m.seed, m.dataset)
     selection = model_record.get("selection") or {}
     model_info = {"id": model_id, "created": model_record.get("created"), "older_code": job.older_code,
                   "imported": model_record.get("imported")}
@@ -177,7 +177,7 @@ def run_job(job: Job, store: RunStore, reporter: Reporter | None = None) -> dict
         last = history[-1] if history else {}
         epochs = config.train.epochs
         reporter({"epoch": epochs, "epochs": epochs, "train_loss": last.get("train_loss", float("nan")),
-                  "best_cl": selection.get("cl"), **final_metrics(rows)})
+                  "best_cl": float("nan") if selection.get("cl") is None else selection["cl"], **final_metrics(rows)})
     return dict(result.failures)
 
 
