@@ -59,14 +59,16 @@ def test_paper_dry_is_the_paper_profile_but_for_its_dry_keys():
 def test_every_method_trains_and_evaluates_at_paper_size(tmp_path):
     """`bench run --methods all --profile paper-dry` at batch 2, in-process (the CLI adds only the
     preflight's dry run of the same step): two steps per trained model, three test faces each."""
-    from bench.sweep.executors import LocalExecutor
-    from bench.plan.spec import expand_grid
+    from bench.plan.spec import Job, ModelSpec, group_methods
     from bench.store.records import RunStore
+    from bench.sweep.executors import LocalExecutor
 
     overrides = (("data.train_size", 4), ("data.val_size", 1), ("data.test_size", 3),
                  ("train.batch_size", 2), ("train.eval_batch_size", 4))
-    specs = expand_grid(method_names(), ["synthetic"], [True], [0], "paper-dry", overrides, lambda *cell: "")
-    outcomes = LocalExecutor(Console(quiet=True), threads=2).run(specs, tmp_path)
+    jobs = [Job(ModelSpec(trained, "synthetic", True, 0, "paper-dry", overrides), evaluated,     # hand-built: the
+                tuple(f"{trained}-{name}" for name in evaluated), True)                          # ids it loads
+            for trained, evaluated in group_methods(method_names())]
+    outcomes = LocalExecutor(Console(quiet=True), threads=2).run(jobs, tmp_path)
     assert [o.error for o in outcomes if o.status != "ok"] == []
     records = RunStore(tmp_path).records()
     rows = {row["method"]: (record, row) for record in records for row in record["rows"]}

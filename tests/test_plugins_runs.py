@@ -35,7 +35,8 @@ def test_a_failing_extractor_fails_its_own_row_only(tmp_path):
     out = bench("run", "--methods", "cam,fx_failing", *SMOKE, "--results-dir", str(tmp_path),
                 BENCH_PLUGINS="posthoc_plugins:FxFailingCAM", PYTHONPATH=str(PLUGINS))
     assert out.returncode in (0, 1), out.stderr[-3000:]
-    assert len(records(tmp_path)) == 1                       # one shared training run
+    assert len(list(tmp_path.glob("*/models/*/model.json"))) == 1     # one shared training run
+    assert len(records(tmp_path)) == 2                                 # one evaluation record per extractor
     by_method = {row["method"]: row for row in rows(tmp_path)}
     assert by_method["cam"]["status"] == "ok" and 0 <= by_method["cam"]["cl"] <= 100   # CAM's row landed
     failed = by_method["fx_failing"]
@@ -78,11 +79,11 @@ def test_editing_a_plugin_default_reruns_its_trials_only(tmp_path):
     (plugin_dir / "edited_plugin.py").write_text(EDITED.format(default=0.0))
     first = bench(*args, **env)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "2 trials, 0 already finished, 2 to run" in first.stderr
+    assert "2 models, 2 to train; evaluations: 0 already finished, 2 to run" in first.stderr
     (plugin_dir / "edited_plugin.py").write_text(EDITED.format(default=0.25))
     second = bench(*args, **env)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "2 trials, 1 already finished, 1 to run" in second.stderr
+    assert "2 models, 1 to train; evaluations: 1 already finished, 1 to run" in second.stderr
     edited = [r for r in records(results) if r["spec"]["method"] == "edited"]
     assert len(edited) == 2
     texts = sorted(json.dumps(r) for r in edited)

@@ -99,4 +99,4 @@ def test_an_older_result_of_the_same_cell_is_superseded(tmp_path):
                  mtime=2_000_000)
     selection = select_settings([run])
     assert selection.keeps("run", "new") and not selection.keeps("run", "old")
-    assert "1 older result(s) of the same cells are superseded" in selection.note
+    assert "1 older record(s) of the same cells are kept on disk" in selection.note

@@ -329,7 +329,7 @@ def test_extended_metrics_direction_flags_and_not_evaluated():
     # WILDCAT was not evaluated with --eval extended: dashes and the hint, not "from this method".
     assert _md_cells(md, "WILDCAT")[4:] == ["—"] * 6
     assert ("— Deletion AUC, Insertion AUC and Sanity similarity not evaluated for WILDCAT, RAF-DB, w/o AU; "
-            "WILDCAT, RAF-DB, w/ AU: run `bench run --eval extended`") in md
+            "WILDCAT, RAF-DB, w/ AU: evaluate them with `bench eval --eval extended,interventions`") in md
     assert "WILDCAT, RAF-DB, w/o AU: no" not in md
 
 

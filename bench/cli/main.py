@@ -79,7 +79,7 @@ def run(
     list_settings: bool = typer.Option(False, "--list-settings", help="List every --set key with its value in --profile, then exit."),
     reuse_older_code: bool = typer.Option(False, "--reuse-older-code", help="Evaluate kept models whose code alone changed instead of training them again (their rows are marked)."),
 ) -> None:
-    from bench.cli.paths import absolute_data_root, data_root_override, warn_unused_method_options
+    from bench.cli.paths import absolute_data_root, data_root_override
     from bench.config.settings import parse_override
     from bench.integrations.tune import config_overrides
 
@@ -101,7 +101,6 @@ def run(
     overrides += eval_overrides(eval_)
     overrides = absolute_data_root(overrides)
     overrides += data_root_override(data_root, dataset_list, overrides)
-    warn_unused_method_options(overrides, method_list)
     callbacks_for = None
     if log_kinds:
         from bench.integrations.tracking import tune_callbacks
@@ -126,6 +125,7 @@ def run_sweep(runner, run_dir: Path, method_list, dataset_list, au_modes, seed_l
               share: bool, *, gpus_per_trial: float, cpus_per_trial: float, train: bool, reuse_older_code: bool,
               callbacks_for=None, executor: str = "ray") -> None:
     """Plan (what to train, what to evaluate, why), run the jobs, summarise; exit 1 if any failed."""
+    from bench.cli.paths import warn_unused_method_options
     from bench.plan.spec import setting_digest
     from bench.sweep.preflight import plan_sweep
 
@@ -137,6 +137,7 @@ def run_sweep(runner, run_dir: Path, method_list, dataset_list, au_modes, seed_l
         plan = plan_sweep(method_list, dataset_list, au_modes, seed_list, profile_key, overrides, share, run_dir,
                           device_type=device_type, threads=threads, train=train, reuse_older_code=reuse_older_code,
                           say=lambda line: status.update(line))
+    warn_unused_method_options(overrides, method_list)     # after planning: names and types are checked there
     for note in plan.notes:
         console.print(note, highlight=False)
     setting = setting_digest(profile_key, overrides)

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import socket
 import time
 from datetime import datetime, timezone
@@ -19,7 +20,8 @@ from au import get_codebook
 from au.coverage import au_coverage
 from bench.config.settings import Config, resolve
 from bench.data import load_dataset
-from bench.plan.identity import check_identity, evaluation_identity, model_identity, plugin_label, training_config
+from bench.plan.identity import (check_identity, digest, evaluation_identity, model_identity, plugin_label,
+                                 training_config)
 from bench.plan.spec import Job
 from bench.provenance import provenance
 from bench.store.records import RunStore
@@ -124,6 +126,7 @@ def run_job(job: Job, store: RunStore, reporter: Reporter | None = None) -> dict
     """Run ``job``; returns {extractor: error} for the evaluations that failed (empty: all landed)."""
     started = time.perf_counter()
     m = job.model
+    planned = bool(m.model_id or job.source_model)
     config = job_config(job)
     device_type = pick_device().type
     threads = torch.get_num_threads()
@@ -131,14 +134,17 @@ def run_job(job: Job, store: RunStore, reporter: Reporter | None = None) -> dict
     identity = model_identity(config, m.method, m.au, data.fingerprint, device_type, threads)
     if m.model_id:                     # a job built by hand (tests, scripts) has none to check against
         check_identity(m.model_id, identity, "model")
+    else:                              # ... and is kept under the id of what it loaded
+        job = dataclasses.replace(job, model=dataclasses.replace(m, model_id=digest(identity)))
+        m = job.model
     if job.train:
         model, trained, model_record, channels_last, device = _train(job, store, config, data, identity, reporter)
     else:
         model, trained, model_record, channels_last, device = _load(job, store, config, data)
-    model_id = job.source_model or m.model_id or "unplanned"
+    model_id = job.source_model or m.model_id
     extractors = [make_method(name, config) for name in job.evaluate]
     eval_identities = [evaluation_identity(model_id, config, name, device_type, threads) for name in job.evaluate]
-    if m.model_id or job.source_model:          # planned by the driver (not built by hand)
+    if planned:                                 # planned by the driver (not built by hand)
         for expected, ident in zip(job.eval_ids, eval_identities):
             check_identity(expected, ident, "evaluation")
     result = evaluate_model(model, extractors, trained, data, config, device, channels_last, m.seed, m.dataset)
