@@ -33,3 +33,27 @@ def test_figure_is_written_without_torch(tmp_path):
     assert had_torch or "torch" not in sys.modules
     with pytest.raises(ValueError, match="no evaluation"):
         intervention_figure(tmp_path / "x.png", "CAM", names, units, {})
+
+
+def test_bench_figures_draws_it_from_the_saved_maps_and_skips_runs_without(tmp_path):
+    """The evaluation saves per-face unit drops and masses in its maps; `bench figures` draws them."""
+    import json as _json
+
+    from bench.reporting.figures import TrialMaps, interventions_figure
+
+    names = np.array(["Neutral", "Happiness", "Surprise"])
+    units = [[], ["AU6", "AU12"], ["AU1", "AU26+27"]]
+
+    def trial(au, with_interventions=True):
+        arrays = {"class_names": names}
+        if with_interventions:
+            arrays.update({"cam.int_face_label": np.array([1, 2, 2]),
+                           "cam.int_face_unit_drop_logit": np.array([[1.0, 0.5], [0.2, 2.0], [0.1, 1.0]]),
+                           "cam.int_face_unit_cam_mass": np.array([[0.5, 0.5], [0.6, 0.4], [0.5, 0.5]]),
+                           "cam.int_units": np.array([_json.dumps(units)])})
+        return TrialMaps("run", f"id{au}", "cam", "CAM", "cnn", "synthetic", au, 0, "layer5", arrays)
+
+    path = interventions_figure([trial(False), trial(True)], tmp_path / "interventions.png")
+    assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert interventions_figure([trial(False, False)], tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()

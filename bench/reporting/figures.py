@@ -368,4 +368,32 @@ def write_figures(run_dirs: Sequence[Path], out_dir: Path, *, methods: Sequence[
             path = figure(on_ds, out_dir / f"{name}-{dataset}.png")
             if path is not None:
                 paths.append(path)
+        for method in dict.fromkeys(t.method for t in on_ds):
+            path = interventions_figure([t for t in on_ds if t.method == method],
+                                        out_dir / f"interventions-{dataset}-{method}.png")
+            if path is not None:
+                paths.append(path)
     return paths
+
+
+def interventions_figure(trials: Sequence[TrialMaps], path: Path) -> Path | None:
+    """Per class, each AU unit's ground-truth importance next to the CAM's mass on it, w/o and w/ AU, for one
+    method (``--eval interventions``; the first seed of each AU mode); None when nothing was evaluated so."""
+    import json
+
+    from bench.reporting.intervention_figure import intervention_figure, shares_from_faces
+
+    shares, units, names = {}, None, None
+    for au, variant in ((False, "w/o AU"), (True, "w/ AU")):
+        found = sorted((t for t in trials if t.au == au and t.get("int_face_unit_drop_logit") is not None),
+                       key=lambda t: t.seed)
+        if not found:
+            continue
+        t = found[0]
+        names = [str(x) for x in t.arrays["class_names"]]
+        units = json.loads(str(t.get("int_units")[0]))
+        faces = {key: t.get(f"int_face_{key}") for key in ("label", "unit_drop_logit", "unit_cam_mass")}
+        shares[variant] = shares_from_faces(faces, len(names))
+    if not shares:
+        return None
+    return intervention_figure(path, trials[0].title, names, units, shares)

@@ -7,6 +7,7 @@ extractor that fails gives a failed record for itself and the others land.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,6 +116,11 @@ def _interventions(model, methods: list[Method], result: EvaluationResult, data,
         result.metrics[method.name]["intervention"] = found.details.get("intervention", "region deletion")
         for key, curve in found.curves.items():
             result.maps[f"{method.name}.int_{key}"] = np.asarray(curve)
+        for key in ("label", "unit_drop_logit", "unit_cam_mass"):       # per face and unit: the figure's input
+            if key in found.faces:
+                result.maps[f"{method.name}.int_face_{key}"] = np.asarray(found.faces[key])
+        if found.details.get("units") is not None:
+            result.maps[f"{method.name}.int_units"] = np.array([json.dumps(found.details["units"])])
         if method.name in result.faces:
             _spread(result.faces[method.name], chosen, found.faces, "int_")
             headline = {}                    # per-face values of the headline metrics, for the faces tests
