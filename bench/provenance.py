@@ -21,14 +21,20 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def library_versions(names) -> dict[str, str | None]:
+    """Installed version of each distribution (None when it is not installed)."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 @lru_cache(maxsize=1)
 def provenance() -> dict:
-    versions = {}
-    for name in _PACKAGES:
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = None
+    versions = library_versions(_PACKAGES)
     dirty = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "git_revision": _git("rev-parse", "HEAD"),

@@ -21,10 +21,10 @@ import hashlib
 import json
 import os
 from functools import lru_cache
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from bench.config.settings import Config, method_options
+from bench.provenance import library_versions
 from bench.plan.code import EVALUATION_ROOTS, TRAINING_ROOTS, changed_modules, code_of, module_path
 from methods import get_method
 from methods.registry import plugin_origin
@@ -45,16 +45,6 @@ class IdentityMismatchError(RuntimeError):
 def digest(identity: dict[str, Any]) -> str:
     blob = json.dumps(identity, sort_keys=True, default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def library_versions(names: tuple[str, ...]) -> dict[str, str | None]:
-    out = {}
-    for name in names:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 @lru_cache(maxsize=64)

@@ -76,16 +76,20 @@ class EvaluationStore:
             return None
 
     def records(self) -> list[dict[str, Any]]:
-        out = []
-        if not self.dir.is_dir():
-            return out
-        for path in sorted(self.dir.glob("*.json")):
-            try:
-                record = json.loads(path.read_text())
-                if not isinstance(record, dict) or "status" not in record:
-                    raise ValueError("not an evaluation record")
-            except (OSError, ValueError) as exc:
-                warnings.warn(f"ignoring unreadable result file {path} ({exc}); it will be evaluated again")
-                continue
-            out.append(record)
-        return out
+        return read_records(sorted(self.dir.glob("*.json")) if self.dir.is_dir() else [],
+                            "it will be evaluated again")
+
+
+def read_records(paths, consequence: str) -> list[dict[str, Any]]:
+    """The JSON records at ``paths``; an unreadable one is named in a warning and left out."""
+    out = []
+    for path in paths:
+        try:
+            record = json.loads(path.read_text())
+            if not isinstance(record, dict) or "status" not in record:
+                raise ValueError("not a result record")
+        except (OSError, ValueError) as exc:
+            warnings.warn(f"ignoring unreadable result file {path} ({exc}); {consequence}")
+            continue
+        out.append(record)
+    return out

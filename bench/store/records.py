@@ -14,14 +14,12 @@ Older models and evaluations stay on disk and are counted in ``notes``. Reading 
 """
 from __future__ import annotations
 
-import json
-import warnings
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from bench.store.evaluations import EvaluationStore
+from bench.store.evaluations import EvaluationStore, read_records
 from bench.store.models import ModelStore
 
 
@@ -61,17 +59,8 @@ class RunStore:
         return self.evaluations.read_faces(eval_id)
 
     def legacy_records(self) -> list[dict[str, Any]]:
-        out = []
-        for path in sorted(self.legacy_dir.glob("*.json")) if self.legacy_dir.is_dir() else []:
-            try:
-                record = json.loads(path.read_text())
-                if not isinstance(record, dict) or "status" not in record:
-                    raise ValueError("not a trial record")
-            except (OSError, ValueError) as exc:
-                warnings.warn(f"ignoring unreadable result file {path} ({exc})")
-                continue
-            out.append({**record, "legacy": True})
-        return out
+        paths = sorted(self.legacy_dir.glob("*.json")) if self.legacy_dir.is_dir() else []
+        return [{**record, "legacy": True} for record in read_records(paths, "its cell shows no legacy result")]
 
     def records(self) -> list[dict[str, Any]]:
         """Every evaluation record (and legacy trial record), finished or failed, newest last."""
