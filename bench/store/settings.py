@@ -136,7 +136,7 @@ def select_settings(run_dirs: Sequence[Path], config: str | None = None) -> Sele
         hits, superseded = newest_per_cell(hits)
         if superseded:
             auto.append(f"run {run_dir.name}: {superseded} older record(s) of the same cells are kept on disk (each "
-                        "cell shows its newest model; a value its newest evaluation lacks comes from an earlier "
+                        "cell gives the result of its newest model; a value its newest evaluation lacks comes from an earlier "
                         "evaluation of that model: docs/reproducibility.md)")
         kept[run_dir.name] = frozenset(r["id"] for r, _ in hits)
         shown[run_dir.name] = tuple(chosen)
